@@ -1,0 +1,78 @@
+"""Save and load fitted models as plain tensors + JSON text (safe with ``weights_only``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..errors import InputError, OutputError
+from ..io import atomic_path
+from .config import NMSGConfig
+from .model import NMSGModel
+from .noise_model import build_noise_model
+from .unet import UNet3D
+from .volume import Normalisation
+
+FORMAT = "napari-nmsg-model"
+FORMAT_VERSION = 1
+
+
+def save_model(model: NMSGModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` atomically; the file holds only tensors, numbers and strings."""
+    path = Path(path)
+    meta = {
+        "config": model.config.to_dict(),
+        "normalisation": model.normalisation.to_dict(),
+        "fidelity": model.fidelity,
+        "noise_kind": model.noise_model.kind,
+        "noise_args": model.noise_model.init_args(),
+        "unet_args": model.denoiser.init_args(),
+        "package_version": __version__,
+    }
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "meta": json.dumps(meta),
+        "noise_model": {k: v.cpu() for k, v in model.noise_model.state_dict().items()},
+        "denoiser": {k: v.cpu() for k, v in model.denoiser.state_dict().items()},
+    }
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot write model {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def load_model(path: str | os.PathLike) -> NMSGModel:
+    """Load a model saved by ``save_model``; anything else is refused with a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cannot read model {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign or corrupt files
+        raise InputError(f"cannot read model {path}: not a napari-nmsg model ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(f"cannot read model {path}: not a napari-nmsg model file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"model {path} has format version {payload.get('format_version')}, this "
+            f"napari-nmsg {__version__} reads version {FORMAT_VERSION}; refit the model"
+        )
+    meta = json.loads(payload["meta"])
+    noise = build_noise_model(meta["noise_kind"], meta["noise_args"])
+    noise.load_state_dict(payload["noise_model"])
+    net = UNet3D(**meta["unet_args"])
+    net.load_state_dict(payload["denoiser"])
+    return NMSGModel(
+        config=NMSGConfig.from_dict(meta["config"]),
+        noise_model=noise.eval(),
+        denoiser=net.eval(),
+        normalisation=Normalisation(**meta["normalisation"]),
+        fidelity=meta["fidelity"],
+    )

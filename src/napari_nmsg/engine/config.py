@@ -1,0 +1,113 @@
+"""Every tunable of the method in one dataclass, with the fast / balanced / quality presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+NoiseModelKind = Literal["gan", "spectral"]
+Pairing = Literal["r2r", "paper", "noisier2noise"]
+
+
+@dataclass(frozen=True)
+class NMSGConfig:
+    """Settings of one NMSG run. Units are voxels unless said otherwise."""
+
+    seed: int = 0
+    device: str = "auto"
+    wedge_axis: int | None = None  # None: the axis with the smallest extent
+    # noise patches
+    patch_size: int = 16
+    max_patches: int = 256
+    # noise model
+    noise_model: NoiseModelKind = "gan"
+    gan_steps: int = 150
+    gan_batch: int = 16
+    gan_width: int = 16
+    # pairs
+    pairing: Pairing = "r2r"
+    alpha: float = 1.0
+    # denoiser
+    unet_depth: int = 2
+    unet_width: int = 16
+    train_steps: int = 300
+    batch_size: int = 2
+    crop: int = 40
+    lr: float = 1e-3
+    ema_decay: float = 0.99
+    lambda_rec: float = 1.0
+    lambda_grad: float = 0.0
+    lambda_gui: float = 0.0
+    guidance_sigma: float = 1.5
+    sparsity_sigma: float = 3.0
+    # inference
+    tile: int = 64
+    overlap: int = 16
+    tile_batch: int = 2
+    preview_every: int = 25
+    preview_depth: int = 8
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.alpha < 1.0:
+            problems.append(
+                f"alpha={self.alpha} < 1: with little added noise the network learns to pass "
+                "its input through (DESIGN §3); use alpha >= 1"
+            )
+        if self.crop < 2**self.unet_depth * 4 or self.crop % 2**self.unet_depth:
+            problems.append(
+                f"crop={self.crop} must be a multiple of {2**self.unet_depth} and at least "
+                f"{2**self.unet_depth * 4} for a U-Net of depth {self.unet_depth}"
+            )
+        if not 0 <= self.overlap < self.tile // 2 + 1:
+            problems.append(f"overlap={self.overlap} must be in [0, tile/2]")
+        if self.tile % 2**self.unet_depth:
+            problems.append(f"tile={self.tile} must be a multiple of {2**self.unet_depth}")
+        if self.noise_model not in ("gan", "spectral"):
+            problems.append(f"noise_model must be 'gan' or 'spectral', not {self.noise_model!r}")
+        if self.pairing not in ("r2r", "paper", "noisier2noise"):
+            problems.append(f"pairing must be r2r, paper or noisier2noise, not {self.pairing!r}")
+        if self.wedge_axis not in (None, 0, 1, 2):
+            problems.append(f"wedge_axis must be 0, 1, 2 or None, not {self.wedge_axis!r}")
+        for name in ("train_steps", "patch_size", "max_patches", "batch_size", "tile"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def preset(cls, name: str = "fast", **overrides: Any) -> NMSGConfig:
+        """A named preset with optional field overrides (``None`` values are ignored)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> NMSGConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NMSGConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        return cls(**values)
+
+
+# Set from benchmarks/ measurements; see README "Presets".
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "balanced": {"train_steps": 600, "gan_steps": 300, "unet_width": 24, "crop": 48},
+    "quality": {
+        "train_steps": 1200,
+        "gan_steps": 500,
+        "unet_depth": 3,
+        "unet_width": 24,
+        "crop": 48,
+        "batch_size": 2,
+    },
+}

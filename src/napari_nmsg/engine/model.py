@@ -1,0 +1,36 @@
+"""The results of the engine's stages, as plain containers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import NMSGConfig
+from .noise_model import SpectralNoise
+from .noise_patches import NoisePatches
+from .unet import UNet3D
+from .volume import Normalisation
+
+
+@dataclass
+class NoiseLearning:
+    """A fitted noise model, the patches it was learned from, and how faithful it is."""
+
+    noise_model: SpectralNoise
+    normalisation: Normalisation
+    patches: NoisePatches
+    fidelity: dict[str, dict[str, float]]  # per model kind, against held-out real patches
+    real_examples: np.ndarray  # held-out real patches, normalised units
+    generated_examples: np.ndarray  # generated patches of the same size
+
+
+@dataclass
+class NMSGModel:
+    """Everything needed to denoise: noise model, denoiser, settings and normalisation."""
+
+    config: NMSGConfig
+    noise_model: SpectralNoise
+    denoiser: UNet3D
+    normalisation: Normalisation
+    fidelity: dict[str, dict[str, float]] = field(default_factory=dict)

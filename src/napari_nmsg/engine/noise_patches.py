@@ -1,0 +1,107 @@
+"""Find signal-free (ice / background) boxes in a tomogram and cut noise patches from them.
+
+Flat background is where a low-passed copy of the volume varies least: the low-pass keeps
+structure and removes most noise, so low local variance means "no structure here".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from .volume import NormalisedVolume
+
+MIN_PATCHES = 8
+MIN_PATCH_SIZE = 8
+_SCORE_VOXELS = 1 << 24  # score on a binned copy above this many voxels
+
+
+@dataclass
+class NoisePatches:
+    """Mean-subtracted noise patches ``(N, p, p, p)`` in normalised units, canonical axes."""
+
+    patches: np.ndarray
+    corners: np.ndarray  # (N, 3) canonical corners
+    patch_size: int
+    note: str  # what was found, and any fallback taken
+
+    def split(self, held_out_fraction: float, rng: np.random.Generator):
+        """(train, held-out) patch arrays; held-out ones are only used to measure fidelity."""
+        order = rng.permutation(len(self.patches))
+        n_held = max(1, round(len(order) * held_out_fraction))
+        return self.patches[order[n_held:]], self.patches[order[:n_held]]
+
+
+def _local_variance_score(volume: np.ndarray, box: int) -> np.ndarray:
+    low = ndimage.gaussian_filter(volume, sigma=max(1.0, box / 8))
+    mean = ndimage.uniform_filter(low, size=box, mode="reflect")
+    mean_sq = ndimage.uniform_filter(low * low, size=box, mode="reflect")
+    return mean_sq - mean * mean
+
+
+def _binned(volume: NormalisedVolume) -> tuple[np.ndarray, int]:
+    factor = 1
+    while np.prod(volume.shape) / factor**3 > _SCORE_VOXELS:
+        factor += 1
+    if factor == 1:
+        return volume.read(), 1
+    crop = tuple(slice(0, (s // factor) * factor) for s in volume.shape)
+    data = volume.read(crop)
+    z, y, x = (s // factor for s in data.shape)
+    return data.reshape(z, factor, y, factor, x, factor).mean(axis=(1, 3, 5)), factor
+
+
+def _select(score: np.ndarray, size: int, margin: int, max_patches: int) -> list[tuple[int, ...]]:
+    """Lowest-score corners on a half-overlapping grid, from the flattest quarter only."""
+    stride = max(1, size // 2)
+    ranges = []
+    for axis, length in enumerate(score.shape):
+        lo = margin if axis == 0 else 0
+        hi = length - size - (margin if axis == 0 else 0)
+        if hi < lo:
+            return []
+        ranges.append(np.unique(np.r_[np.arange(lo, hi + 1, stride), hi]))
+    grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
+    centres = grid + size // 2
+    values = score[centres[:, 0], centres[:, 1], centres[:, 2]]
+    order = np.argsort(values, kind="stable")
+    keep = order[: max(MIN_PATCHES, len(order) // 4)]
+    return [tuple(int(v) for v in grid[i]) for i in keep[:max_patches]]
+
+
+def extract_noise_patches(
+    volume: NormalisedVolume, patch_size: int, max_patches: int
+) -> NoisePatches:
+    """Cut up to ``max_patches`` flat-background patches, shrinking them if too few fit."""
+    binned, factor = _binned(volume)
+    size = patch_size
+    notes = []
+    while True:
+        margin = max(1, volume.shape[0] // 32)
+        fits = all(s - 2 * margin >= size for s in volume.shape)
+        corners = []
+        if fits:
+            box = max(2, size // factor)
+            score = _local_variance_score(binned, box)
+            # score on the binned grid, corners in full-resolution voxels
+            corners = [
+                tuple(min(c * factor, s - size) for c, s in zip(corner, volume.shape, strict=True))
+                for corner in _select(score, box, max(1, margin // factor), max_patches)
+            ]
+        if len(corners) >= MIN_PATCHES or size // 2 < MIN_PATCH_SIZE:
+            break
+        notes.append(f"only {len(corners)} patches of {size}³ fit; retrying with {size // 2}³")
+        size //= 2
+    if len(corners) < 2:
+        raise InputError(
+            f"found no signal-free region for noise patches in a volume of shape {volume.shape}"
+        )
+    patches = np.stack(
+        [volume.read(tuple(slice(c, c + size) for c in corner)) for corner in corners]
+    )
+    patches -= patches.mean(axis=(1, 2, 3), keepdims=True)
+    notes.insert(0, f"{len(corners)} noise patches of {size}³ from flat background")
+    return NoisePatches(patches.astype(np.float32), np.array(corners), size, "; ".join(notes))

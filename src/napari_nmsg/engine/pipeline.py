@@ -1,0 +1,239 @@
+"""The three long steps as event generators: learn the noise, fit the denoiser, denoise.
+
+Front ends (CLI, napari widget, Dask tasks) drive these; they yield ``Progress`` and
+``Preview`` events and return their result (``run_events`` turns them into plain calls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .config import NMSGConfig
+from .device import resolve_device
+from .events import Event, EventStream, Preview, Progress
+from .model import NMSGModel, NoiseLearning
+from .noise_model import (
+    SpectralNoise,
+    iter_fit_gan,
+    noise_fidelity,
+    sample_patches,
+    spectral_kernel,
+)
+from .noise_patches import extract_noise_patches
+from .pairs import noisier2noise_estimate
+from .tiling import Predictor, Window, iter_predict_tiled
+from .train import iter_train
+from .unet import UNet3D
+from .volume import NormalisedVolume, canonical_view, fit_normalisation, validate_volume
+
+PreviewPosition = Callable[[], int | None]
+_NOISIER2NOISE_SAMPLES = 4
+
+
+def _prepare(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
+    validate_volume(volume)
+    if config.wedge_axis is not None and config.wedge_axis >= volume.ndim:
+        raise InputError(f"wedge_axis {config.wedge_axis} does not exist in a 3D volume")
+    return NormalisedVolume(volume, fit_normalisation(volume, config.wedge_axis, seed=config.seed))
+
+
+def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
+    """Extract background noise patches and fit the configured noise model to them."""
+    source = _prepare(volume, config)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    yield Progress("noise-patches", 0, 1)
+    patches = extract_noise_patches(source, config.patch_size, config.max_patches)
+    yield Progress("noise-patches", 1, 1, {"patches": float(len(patches.patches))})
+    train, held_out = patches.split(0.25, rng)
+    size = patches.patch_size
+    spectral = SpectralNoise(torch.from_numpy(spectral_kernel(train))).to(device)
+    fidelity = {
+        "spectral": noise_fidelity(
+            sample_patches(spectral, len(held_out) * 4, size, generator), held_out
+        )
+    }
+    model: SpectralNoise = spectral
+    if config.noise_model == "gan":
+        model, fidelity["gan"] = yield from iter_fit_gan(train, held_out, config, device, generator)
+    model.eval()
+    return NoiseLearning(
+        noise_model=model,
+        normalisation=source.normalisation,
+        patches=patches,
+        fidelity=fidelity,
+        real_examples=held_out,
+        generated_examples=sample_patches(model, len(held_out), size, generator),
+    )
+
+
+def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
+    """The inference function for the model's pairing (``f(y)`` or Noisier2Noise)."""
+    net = model.denoiser.to(device).eval()
+    noise = model.noise_model.to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(model.config.seed)
+    amp = device.type == "cuda"
+
+    @torch.inference_mode()
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if model.config.pairing != "noisier2noise":
+                return net(batch).float()
+            total = torch.zeros_like(batch)
+            for _ in range(_NOISIER2NOISE_SAMPLES):
+                noisier = batch + noise.sample(batch.shape[0], tuple(batch.shape[-3:]), generator)
+                total += noisier2noise_estimate(net(noisier).float(), noisier)
+            return total / _NOISIER2NOISE_SAMPLES
+
+    return predict
+
+
+def _slab_region(
+    position: int, source: NormalisedVolume, config: NMSGConfig, multiple: int
+) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]:
+    """(original-axes region shown, canonical window read with context, crop inside it)."""
+    shape_original = source.raw.shape
+    half = config.preview_depth // 2
+    centre = int(np.clip(position, 0, shape_original[0] - 1))
+    lo, hi = max(0, centre - half), min(shape_original[0], centre + half)
+    shown = (slice(lo, hi), slice(0, shape_original[1]), slice(0, shape_original[2]))
+    axis = source.normalisation.wedge_axis
+    order = [axis] + [a for a in range(3) if a != axis]
+    canonical = tuple(shown[a] for a in order)
+    context = 2 * multiple
+    window = tuple(
+        slice(max(0, r.start - context), min(n, r.stop + context))
+        for r, n in zip(canonical, source.shape, strict=True)
+    )
+    inner = tuple(
+        slice(r.start - w.start, r.stop - w.start) for r, w in zip(canonical, window, strict=True)
+    )
+    return shown, window, inner
+
+
+def _iter_previews(
+    net: UNet3D,
+    model_parts: tuple[SpectralNoise, NMSGConfig],
+    source: NormalisedVolume,
+    device: torch.device,
+    where: PreviewPosition,
+) -> Iterator[Event]:
+    position = where()
+    if position is None:
+        return
+    noise, config = model_parts
+    shown, window, inner = _slab_region(position, source, config, net.multiple)
+    preview_model = NMSGModel(config, noise, net, source.normalisation)
+    block = np.zeros(tuple(w.stop - w.start for w in window), dtype=np.float32)
+
+    def write(z: slice, values: np.ndarray) -> None:
+        block[z] = values
+
+    for _ in iter_predict_tiled(
+        make_predictor(preview_model, device),
+        Window(source, window),
+        write,
+        tile=config.tile,
+        overlap=config.overlap,
+        batch=config.tile_batch,
+        multiple=net.multiple,
+        device=device,
+    ):
+        pass
+    canonical = source.to_raw_scale(block[inner])
+    yield Preview(shown, np.moveaxis(canonical, 0, source.normalisation.wedge_axis))
+
+
+def iter_fit_denoiser(
+    volume: np.ndarray,
+    config: NMSGConfig,
+    noise: NoiseLearning | None = None,
+    preview_position: PreviewPosition | None = None,
+) -> EventStream[NMSGModel]:
+    """Learn the noise (unless given), then train the U-Net, yielding previews on the way.
+
+    ``preview_position`` returns the index along axis 0 the user is looking at (or None);
+    every ``config.preview_every`` steps the slab around it is predicted and yielded.
+    """
+    if noise is None:
+        noise = yield from iter_learn_noise(volume, config)
+    source = _prepare(volume, config)
+    device = resolve_device(config.device)
+    on_checkpoint = None
+    if preview_position is not None:
+
+        def on_checkpoint(net: UNet3D) -> Iterator[Event]:
+            return _iter_previews(
+                net, (noise.noise_model, config), source, device, preview_position
+            )
+
+    net = yield from iter_train(source, noise.noise_model, config, device, on_checkpoint)
+    return NMSGModel(
+        config=config,
+        noise_model=noise.noise_model.cpu(),
+        denoiser=net.cpu(),
+        normalisation=source.normalisation,
+        fidelity=noise.fidelity,
+    )
+
+
+def iter_denoise(
+    volume: np.ndarray,
+    model: NMSGModel,
+    out: np.ndarray | None = None,
+    config: NMSGConfig | None = None,
+) -> EventStream[np.ndarray]:
+    """Denoise the whole volume tile by tile into ``out`` (new array, or e.g. a memmap).
+
+    ``config`` overrides inference settings (device, tile, overlap, tile_batch); a CUDA
+    out-of-memory error is retried with smaller batches, then smaller tiles.
+    """
+    config = config or model.config
+    inference = model.config.replace(
+        device=config.device,
+        tile=config.tile,
+        overlap=config.overlap,
+        tile_batch=config.tile_batch,
+        wedge_axis=config.wedge_axis,
+    )
+    source = _prepare(volume, inference)
+    if out is None:
+        out = np.empty(volume.shape, dtype=np.float32)
+    if out.shape != volume.shape:
+        raise InputError(f"output shape {out.shape} differs from the input's {volume.shape}")
+    target = canonical_view(out, source.normalisation.wedge_axis)
+    device = resolve_device(inference.device)
+
+    def write(z: slice, values: np.ndarray) -> None:
+        target[z] = source.to_raw_scale(values)
+
+    tile, batch = inference.tile, inference.tile_batch
+    multiple = model.denoiser.multiple
+    while True:
+        try:
+            yield from iter_predict_tiled(
+                make_predictor(model, device),
+                source,
+                write,
+                tile=tile,
+                overlap=min(inference.overlap, tile // 2),
+                batch=batch,
+                multiple=multiple,
+                device=device,
+            )
+            return out
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if batch > 1:
+                batch //= 2
+            elif tile > 2 * multiple:
+                tile = max(2 * multiple, (tile // 2) // multiple * multiple)
+            else:
+                raise
+            yield Progress("denoise", 0, 1, {"retry_tile": float(tile), "retry_batch": batch})

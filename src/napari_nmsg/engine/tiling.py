@@ -1,0 +1,144 @@
+"""Tiled, blended inference that reads and writes a Z-row of tiles at a time.
+
+Tiles overlap and are blended with weights that ramp down towards tile borders, so no seams
+show. Only one row of tiles along the thickness axis is held in memory: a row's finished
+slices are flushed to the (possibly memory-mapped) output before the next row starts, which
+bounds RAM for multi-GB tomograms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import product
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .events import EventStream, Progress
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class VolumeSource(Protocol):
+    """What tiling reads from: a canonical shape and a normalised ``read(region)``."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def read(self, region: tuple[slice, ...]) -> np.ndarray: ...
+
+
+@dataclass
+class Window:
+    """A canonical sub-region of a source, itself readable as a source."""
+
+    source: VolumeSource
+    region: tuple[slice, slice, slice]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(s.stop - s.start for s in self.region)
+
+    def read(self, region: tuple[slice, ...]) -> np.ndarray:
+        shifted = tuple(
+            slice(w.start + r.start, w.start + r.stop)
+            for w, r in zip(self.region, region, strict=True)
+        )
+        return self.source.read(shifted)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def tile_sizes(shape: tuple[int, ...], tile: int, multiple: int) -> tuple[int, ...]:
+    """Per-axis tile size: ``tile``, or the whole (padded) axis when it is shorter."""
+    return tuple(min(tile, _round_up(s, multiple)) for s in shape)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start indices covering ``[0, length)``; the last tile is shifted back to fit."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    return sorted({*range(0, length - tile, step), length - tile})
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """1D weights: 1 inside, a sin² ramp over ``overlap`` voxels at each end, never 0."""
+    weights = np.ones(tile, dtype=np.float32)
+    if overlap > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+        weights[:overlap] = ramp
+        weights[-overlap:] = np.minimum(weights[-overlap:], ramp[::-1])
+    return np.maximum(weights, 1e-3)
+
+
+def _read_padded(source: VolumeSource, corner: tuple[int, ...], size: tuple[int, ...]):
+    region = tuple(
+        slice(c, min(c + t, s)) for c, t, s in zip(corner, size, source.shape, strict=True)
+    )
+    block = source.read(region)
+    pad = [(0, t - b) for t, b in zip(size, block.shape, strict=True)]
+    if any(p[1] for p in pad):
+        block = np.pad(block, pad, mode="reflect" if min(block.shape) > 1 else "edge")
+    return block, tuple(r.stop - r.start for r in region)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def iter_predict_tiled(
+    predict: Predictor,
+    source: VolumeSource,
+    write: Callable[[slice, np.ndarray], None],
+    *,
+    tile: int,
+    overlap: int,
+    batch: int,
+    multiple: int,
+    device: torch.device,
+    stage: str = "denoise",
+) -> EventStream[None]:
+    """Predict ``source`` tile by tile; ``write(z_slice, block)`` receives finished slabs."""
+    shape = source.shape
+    size = tile_sizes(shape, tile, multiple)
+    overlaps = [min(overlap, t // 2) for t in size]
+    starts = [tile_starts(s, t, o) for s, t, o in zip(shape, size, overlaps, strict=True)]
+    w = [blend_window(t, o) for t, o in zip(size, overlaps, strict=True)]
+    weights = w[0][:, None, None] * w[1][None, :, None] * w[2][None, None, :]
+    acc = np.zeros((size[0], shape[1], shape[2]), dtype=np.float32)
+    wsum = np.zeros_like(acc)
+    base = 0
+    plane_tiles = list(product(starts[1], starts[2]))
+    total = len(starts[0]) * len(plane_tiles)
+    done = 0
+
+    def flush(upto: int) -> None:
+        nonlocal base
+        n = upto - base
+        write(slice(base, upto), acc[:n] / wsum[:n])
+        acc[:-n], wsum[:-n] = acc[n:].copy(), wsum[n:].copy()
+        acc[-n:], wsum[-n:] = 0.0, 0.0
+        base = upto
+
+    for z in starts[0]:
+        if z > base:
+            flush(z)
+        for group in _batches(plane_tiles, batch):
+            blocks, extents = zip(
+                *(_read_padded(source, (z, y, x), size) for y, x in group), strict=True
+            )
+            inputs = torch.from_numpy(np.stack(blocks)[:, None]).to(device)
+            outputs = predict(inputs)[:, 0].float().cpu().numpy()
+            for (y, x), out, ext in zip(group, outputs, extents, strict=True):
+                sub = (slice(0, ext[0]), slice(0, ext[1]), slice(0, ext[2]))
+                acc[sub[0], y : y + ext[1], x : x + ext[2]] += (out * weights)[sub]
+                wsum[sub[0], y : y + ext[1], x : x + ext[2]] += weights[sub]
+            done += len(group)
+            yield Progress(stage, done, total)
+    flush(shape[0])

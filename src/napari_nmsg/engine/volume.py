@@ -1,0 +1,112 @@
+"""Validate an input volume and give the engine a normalised, wedge-axis-first view of it.
+
+The engine works in *canonical* orientation: the thickness / beam axis first, then the two
+in-plane axes. ``np.moveaxis`` gives that as a view, so memory-mapped inputs stay on disk;
+normalisation is applied per crop or tile as it is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import InputError
+
+MIN_EXTENT = 16
+_CHUNK_VOXELS = 1 << 24  # ~64 MB of float32 per pass over a big volume
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """``normalised = (raw - offset) / scale``, with the wedge axis moved first."""
+
+    offset: float
+    scale: float
+    wedge_axis: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _slabs(length: int, plane_voxels: int) -> list[slice]:
+    step = max(1, _CHUNK_VOXELS // max(plane_voxels, 1))
+    return [slice(i, min(i + step, length)) for i in range(0, length, step)]
+
+
+def validate_volume(array: np.ndarray) -> None:
+    """Raise ``InputError`` for anything that is not a finite, non-constant 3D volume."""
+    shape = getattr(array, "shape", ())
+    if len(shape) == 2:
+        raise InputError(f"got a 2D image of shape {shape}; NMSG needs a 3D tomogram")
+    if len(shape) == 4 and shape[-1] in (3, 4):
+        raise InputError(f"got an RGB(A) volume of shape {shape}; convert it to one channel")
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume (Z, Y, X), got shape {shape}")
+    if min(shape) < MIN_EXTENT:
+        raise InputError(
+            f"volume of shape {shape} is too small: every axis needs at least {MIN_EXTENT} voxels"
+        )
+    kind = np.dtype(array.dtype).kind
+    if kind not in "iuf":
+        raise InputError(f"unsupported voxel type {array.dtype}; expected integers or floats")
+    lo, hi, bad = np.inf, -np.inf, 0
+    for sl in _slabs(shape[0], shape[1] * shape[2]):
+        chunk = np.asarray(array[sl], dtype=np.float64)
+        finite = np.isfinite(chunk)
+        bad += int(finite.size - finite.sum())
+        if finite.any():
+            lo, hi = min(lo, chunk[finite].min()), max(hi, chunk[finite].max())
+    if bad:
+        raise InputError(f"volume has {bad} NaN/Inf voxels; fix or mask them before denoising")
+    if hi - lo <= 0 or not np.isfinite(hi - lo):
+        raise InputError("volume is constant: there is nothing to denoise")
+
+
+def detect_wedge_axis(shape: tuple[int, ...]) -> int:
+    """The thickness axis: the smallest extent (Z for most tomograms, Y for some IMOD ones)."""
+    return int(np.argmin(shape))
+
+
+def fit_normalisation(
+    array: np.ndarray, wedge_axis: int | None = None, *, sample: int = 1 << 21, seed: int = 0
+) -> Normalisation:
+    """Median / MAD on a random voxel sample: robust to gold beads and carbon edges."""
+    axis = detect_wedge_axis(array.shape) if wedge_axis is None else wedge_axis
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(array.shape))
+    if n <= sample:
+        values = np.asarray(array, dtype=np.float64).ravel()
+    else:
+        idx = np.sort(rng.choice(n, size=sample, replace=False))
+        values = np.asarray(array.reshape(-1)[idx], dtype=np.float64)
+    median = float(np.median(values))
+    scale = 1.4826 * float(np.median(np.abs(values - median)))
+    if not scale > 0:
+        scale = float(values.std()) or 1.0
+    return Normalisation(median, scale, axis)
+
+
+class NormalisedVolume:
+    """Read-only canonical, normalised access to a (possibly memory-mapped) raw volume."""
+
+    def __init__(self, raw: np.ndarray, normalisation: Normalisation):
+        self.raw = raw
+        self.normalisation = normalisation
+        self.canonical = np.moveaxis(raw, normalisation.wedge_axis, 0)
+        self.shape: tuple[int, int, int] = tuple(self.canonical.shape)
+
+    def read(self, region: tuple[slice, ...] = (slice(None),) * 3) -> np.ndarray:
+        """The normalised float32 values of a canonical region."""
+        block = np.asarray(self.canonical[region], dtype=np.float32)
+        norm = self.normalisation
+        return ((block - np.float32(norm.offset)) / np.float32(norm.scale)).astype(np.float32)
+
+    def to_raw_scale(self, block: np.ndarray) -> np.ndarray:
+        norm = self.normalisation
+        return (block * np.float32(norm.scale) + np.float32(norm.offset)).astype(np.float32)
+
+
+def canonical_view(array: np.ndarray, wedge_axis: int) -> np.ndarray:
+    """The wedge-axis-first view of an output array (writes go through to ``array``)."""
+    return np.moveaxis(array, wedge_axis, 0)

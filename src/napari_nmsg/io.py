@@ -1,0 +1,188 @@
+"""Read and write tomograms (MRC family via mrcfile, TIFF via tifffile).
+
+Arrays are ``(Z, Y, X)``; voxel sizes and origins are ``(z, y, x)`` in Å. MRC files are
+memory-mapped so multi-GB volumes are never loaded whole. Writes are atomic (temporary file
+in the target folder, then rename) and refuse to replace any of the inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mrcfile
+import numpy as np
+
+from .errors import InputError, OutputError
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass
+class Tomogram:
+    """A volume with the physical metadata that must survive denoising."""
+
+    data: np.ndarray
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _header_dict(header: np.recarray) -> dict[str, Any]:
+    """The MRC header as plain Python values (JSON-friendly, fit for layer metadata)."""
+    out: dict[str, Any] = {}
+    for name in header.dtype.names:
+        value = header[name]
+        if name == "label":
+            out[name] = [bytes(v).rstrip(b"\0 ").decode("latin-1") for v in np.ravel(value)]
+        elif value.dtype.names:
+            out[name] = [float(value[n]) for n in value.dtype.names]
+        elif value.dtype.kind in "SV":
+            out[name] = bytes(value).decode("latin-1", "replace")
+        else:
+            out[name] = value.tolist()
+    return out
+
+
+def read_mrc(path: str | os.PathLike) -> Tomogram:
+    """Memory-map an MRC file; slightly broken headers are accepted with a warning."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    for w in caught:
+        warnings.warn(f"{path.name}: {w.message}", stacklevel=2)
+    if mrc.data is None:
+        mrc.close()
+        raise InputError(f"cannot read {path}: file is truncated or its header is corrupt")
+    header = mrc.header
+    voxel = mrc.voxel_size
+    voxel_size = tuple(float(v) if v > 0 else 1.0 for v in (voxel.z, voxel.y, voxel.x))
+    origin = tuple(float(header.origin[a]) for a in ("z", "y", "x"))
+    metadata = {"mrc_header": _header_dict(header), "source": str(path)}
+    return Tomogram(mrc.data, voxel_size, origin, metadata)
+
+
+def read_tiff(path: str | os.PathLike) -> Tomogram:
+    import tifffile
+
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            voxel_size = (1.0, 1.0, 1.0)
+            meta = tif.imagej_metadata or {}
+            page = tif.pages[0]
+            xres = page.tags.get("XResolution")
+            if xres is not None and xres.value[0]:
+                x = xres.value[1] / xres.value[0]
+                unit = meta.get("unit", "")
+                factor = {"nm": 10.0, "nanometer": 10.0, "micron": 1e4, "um": 1e4}.get(unit, 1.0)
+                z = float(meta.get("spacing", x))
+                voxel_size = (z * factor, x * factor, x * factor)
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    return Tomogram(data, voxel_size, (0.0, 0.0, 0.0), {"source": str(path)})
+
+
+def read_volume(path: str | os.PathLike) -> Tomogram:
+    """Read an MRC-family or TIFF tomogram by its suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cannot read {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied")
+    suffix = path.suffix.lower()
+    if suffix in MRC_SUFFIXES:
+        return read_mrc(path)
+    if suffix in TIFF_SUFFIXES:
+        return read_tiff(path)
+    raise InputError(
+        f"cannot read {path}: unknown suffix {suffix!r} (use one of "
+        f"{', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)})"
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_output_path(path: str | os.PathLike, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse outputs that would replace an input or cannot be created; return the Path."""
+    path = Path(path)
+    for src in protect:
+        if _same_file(path, Path(src)):
+            raise InputError(f"output {path} is the input file; choose another output path")
+    if path.suffix.lower() not in MRC_SUFFIXES:
+        raise InputError(f"output {path} must end in .mrc (or .rec/.map)")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; rename it into place only on success."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def create_mrc(path: Path, shape: tuple[int, int, int]) -> mrcfile.mrcfile.MrcFile:
+    """A new float32 MRC file of ``shape`` opened memory-mapped for writing tile by tile."""
+    return mrcfile.new_mmap(path, shape=shape, mrc_mode=2, overwrite=True)
+
+
+def set_mrc_metadata(
+    mrc: mrcfile.mrcfile.MrcFile,
+    voxel_size: tuple[float, float, float],
+    origin: tuple[float, float, float],
+    labels: tuple[str, ...] = (),
+) -> None:
+    mrc.voxel_size = (voxel_size[2], voxel_size[1], voxel_size[0])
+    mrc.header.origin = (origin[2], origin[1], origin[0])
+    for label in labels:
+        mrc.add_label(label[:80])
+    mrc.update_header_stats()
+
+
+def write_mrc(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    *,
+    protect: tuple[str | os.PathLike, ...] = (),
+    labels: tuple[str, ...] = (),
+) -> Path:
+    """Write ``data`` as float32 MRC atomically, keeping voxel size (Å) and origin."""
+    path = check_output_path(path, protect)
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise InputError(f"can only write 3D volumes, got shape {data.shape}")
+    try:
+        with atomic_path(path) as tmp:
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(data.astype(np.float32, copy=False))
+                set_mrc_metadata(mrc, voxel_size, origin, labels)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
