@@ -1,0 +1,134 @@
+"""Tests of the synthetic tomogram simulator (small volumes, each well under a few seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_nmsg.simulate import SimulatedTomogram, simulate_tomogram
+
+VOLUMES = ("noisy", "even", "odd", "target", "phantom")
+SHAPE = (48, 48, 48)
+
+
+@pytest.fixture(scope="module")
+def low_snr() -> SimulatedTomogram:
+    return simulate_tomogram(SHAPE, snr=0.1, seed=1)
+
+
+@pytest.fixture(scope="module")
+def high_snr() -> SimulatedTomogram:
+    return simulate_tomogram(SHAPE, snr=10.0, seed=1)
+
+
+def _z_regions(nz: int, slab_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks over Z: whole slab, slab centre (half its thickness), empty ice (3-voxel margin)."""
+    dist = np.abs(np.arange(nz) - (nz - 1) / 2)
+    half = slab_fraction * nz / 2
+    return dist <= half, dist < half / 2, dist > half + 3
+
+
+def _psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    data_range = float(reference.max() - reference.min())
+    return float(10 * np.log10(data_range**2 / np.mean((image - reference) ** 2)))
+
+
+def test_shapes_dtypes_and_metadata() -> None:
+    shape = (32, 40, 48)
+    sim = simulate_tomogram(shape, snr=0.5, voxel_size=8.0)
+    for name in VOLUMES:
+        vol = getattr(sim, name)
+        assert vol.shape == shape, name
+        assert vol.dtype == np.float32, name
+        assert vol.flags.c_contiguous, name
+        assert np.isfinite(vol).all(), name
+    assert sim.voxel_size == 8.0
+    assert sim.snr == 0.5
+    np.testing.assert_allclose(sim.tilt_angles, np.arange(-60.0, 61.0, 3.0))
+
+
+def test_tilt_angles_are_symmetric_within_range() -> None:
+    sim = simulate_tomogram((16, 16, 16), tilt_range=50.0, tilt_step=3.0)
+    np.testing.assert_allclose(sim.tilt_angles, np.arange(-48.0, 49.0, 3.0))
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ() -> None:
+    a = simulate_tomogram((32, 32, 32), seed=7)
+    b = simulate_tomogram((32, 32, 32), seed=7)
+    c = simulate_tomogram((32, 32, 32), seed=8)
+    for name in VOLUMES:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.phantom, c.phantom)
+    assert not np.array_equal(a.noisy, c.noisy)
+
+
+def test_even_odd_average_to_noisy(low_snr: SimulatedTomogram) -> None:
+    mean = (low_snr.even + low_snr.odd) / 2
+    np.testing.assert_allclose(mean, low_snr.noisy, rtol=0, atol=1e-4 * low_snr.noisy.std())
+
+
+def test_phantom_is_confined_to_the_slab(low_snr: SimulatedTomogram) -> None:
+    slab, _, empty = _z_regions(SHAPE[0])
+    assert low_snr.phantom.min() >= 0
+    assert low_snr.phantom[slab].max() > 0.5
+    assert not low_snr.phantom[empty].any()
+
+
+def test_empty_ice_holds_stationary_noise_only(low_snr: SimulatedTomogram) -> None:
+    _, core, empty = _z_regions(SHAPE[0])
+    central_x = slice(SHAPE[2] // 4, 3 * SHAPE[2] // 4)  # away from the truncated corners
+    noise = (low_snr.noisy - low_snr.target)[..., central_x]
+    target = low_snr.target[..., central_x]
+    assert abs(noise[empty].mean()) < 0.02 * noise[empty].std()
+    assert 0.8 < noise[empty].var() / noise[core].var() < 1.25
+    # Only faint missing-wedge tails of the slab reach the empty ice (measured ~0.1).
+    assert target[empty].std() < 0.3 * target[core].std()
+
+
+def test_density_keeps_positive_contrast(low_snr: SimulatedTomogram) -> None:
+    slab, _, _ = _z_regions(SHAPE[0])
+    corr = np.corrcoef(low_snr.target[slab].ravel(), low_snr.phantom[slab].ravel())[0, 1]
+    assert corr > 0.4
+
+
+def test_snr_sets_noise_dominance(low_snr: SimulatedTomogram, high_snr: SimulatedTomogram) -> None:
+    slab, _, _ = _z_regions(SHAPE[0])
+    np.testing.assert_array_equal(low_snr.target, high_snr.target)
+    low_noise = (low_snr.noisy - low_snr.target)[slab]
+    high_noise = (high_snr.noisy - high_snr.target)[slab]
+    assert low_noise.var() > 2 * low_snr.target[slab].var()
+    assert high_noise.var() < 0.5 * high_snr.target[slab].var()
+
+
+def test_structure_is_denoisable_and_half_noises_independent(low_snr: SimulatedTomogram) -> None:
+    smoothed = ndimage.gaussian_filter(low_snr.noisy, 1.5)
+    assert _psnr(smoothed, low_snr.target) > _psnr(low_snr.noisy, low_snr.target) + 3
+    even_noise = (low_snr.even - low_snr.target).ravel()
+    odd_noise = (low_snr.odd - low_snr.target).ravel()
+    assert abs(np.corrcoef(even_noise, odd_noise)[0, 1]) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"shape": (15, 32, 32)}, "shape"),
+        ({"shape": (32, 32)}, "shape"),
+        ({"shape": (32.0, 32, 32)}, "shape"),
+        ({"shape": 32}, "shape"),
+        ({"snr": 0.0}, "snr"),
+        ({"snr": -1.0}, "snr"),
+        ({"snr": float("nan")}, "snr"),
+        ({"tilt_range": 0.0}, "tilt_range"),
+        ({"tilt_range": 91.0}, "tilt_range"),
+        ({"tilt_step": 0.0}, "tilt_step"),
+        ({"slab_fraction": 0.0}, "slab_fraction"),
+        ({"slab_fraction": 1.5}, "slab_fraction"),
+        ({"voxel_size": 0.0}, "voxel_size"),
+        ({"defocus_um": -1.0}, "defocus_um"),
+    ],
+)
+def test_invalid_inputs_raise(kwargs: dict, match: str) -> None:
+    kwargs = {"shape": (16, 16, 16), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        simulate_tomogram(**kwargs)
