@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .batch import BatchSummary, denoise_many
 from .engine import (
     PRESETS,
     NMSGConfig,
@@ -64,6 +65,7 @@ def denoise(
 
 __all__ = [
     "PRESETS",
+    "BatchSummary",
     "NMSGConfig",
     "NMSGModel",
     "NoiseLearning",
@@ -72,6 +74,7 @@ __all__ = [
     "__version__",
     "available_devices",
     "denoise",
+    "denoise_many",
     "fit_denoiser",
     "iter_denoise",
     "iter_fit_denoiser",

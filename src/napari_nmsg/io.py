@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from .errors import InputError, OutputError
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
 TIFF_SUFFIXES = (".tif", ".tiff")
+MODEL_SUFFIXES = (".pt", ".pth")
 
 
 @dataclass
@@ -59,11 +61,12 @@ def read_mrc(path: str | os.PathLike) -> Tomogram:
             mrc = mrcfile.mmap(path, mode="r", permissive=True)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
-    for w in caught:
-        warnings.warn(f"{path.name}: {w.message}", stacklevel=2)
+    problems = "; ".join(str(w.message) for w in caught)
     if mrc.data is None:
         mrc.close()
-        raise InputError(f"cannot read {path}: file is truncated or its header is corrupt")
+        raise InputError(f"cannot read {path}: truncated or corrupt MRC ({problems})")
+    if problems:
+        warnings.warn(f"{path.name}: {problems}", stacklevel=2)
     header = mrc.header
     voxel = mrc.voxel_size
     voxel_size = tuple(float(v) if v > 0 else 1.0 for v in (voxel.z, voxel.y, voxel.x))
@@ -119,14 +122,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(path: str | os.PathLike, protect: tuple[str | os.PathLike, ...] = ()) -> Path:
+def check_output_path(
+    path: str | os.PathLike,
+    protect: tuple[str | os.PathLike, ...] = (),
+    suffixes: tuple[str, ...] = MRC_SUFFIXES,
+) -> Path:
     """Refuse outputs that would replace an input or cannot be created; return the Path."""
     path = Path(path)
     for src in protect:
         if _same_file(path, Path(src)):
             raise InputError(f"output {path} is the input file; choose another output path")
-    if path.suffix.lower() not in MRC_SUFFIXES:
-        raise InputError(f"output {path} must end in .mrc (or .rec/.map)")
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"output {path} must end in one of {', '.join(suffixes)}")
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist")
     return path
@@ -139,6 +146,10 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); give it the usual umask-based mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -146,12 +157,7 @@ def atomic_path(path: Path):
         raise
 
 
-def create_mrc(path: Path, shape: tuple[int, int, int]) -> mrcfile.mrcfile.MrcFile:
-    """A new float32 MRC file of ``shape`` opened memory-mapped for writing tile by tile."""
-    return mrcfile.new_mmap(path, shape=shape, mrc_mode=2, overwrite=True)
-
-
-def set_mrc_metadata(
+def _set_mrc_metadata(
     mrc: mrcfile.mrcfile.MrcFile,
     voxel_size: tuple[float, float, float],
     origin: tuple[float, float, float],
@@ -182,7 +188,39 @@ def write_mrc(
         with atomic_path(path) as tmp:
             with mrcfile.new(tmp, overwrite=True) as mrc:
                 mrc.set_data(data.astype(np.float32, copy=False))
-                set_mrc_metadata(mrc, voxel_size, origin, labels)
+                _set_mrc_metadata(mrc, voxel_size, origin, labels)
     except OSError as exc:
         raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+@contextlib.contextmanager
+def mrc_output(
+    path: str | os.PathLike,
+    shape: tuple[int, int, int],
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    *,
+    protect: tuple[str | os.PathLike, ...] = (),
+    labels: tuple[str, ...] = (),
+) -> Iterator[np.ndarray]:
+    """Yield a writable memory-mapped float32 array that becomes ``path`` on success.
+
+    Disk space is reserved up front, so a full disk fails here with a clear error instead
+    of a crash while writing through the memory map.
+    """
+    path = check_output_path(path, protect)
+    try:
+        with atomic_path(path) as tmp:
+            mrc = mrcfile.new_mmap(tmp, shape=shape, mrc_mode=2, overwrite=True)
+            try:
+                if hasattr(os, "posix_fallocate"):
+                    with open(tmp, "r+b") as handle:
+                        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(tmp))
+                yield mrc.data
+                _set_mrc_metadata(mrc, voxel_size, origin, labels)
+                mrc.flush()
+            finally:
+                mrc.close()
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -10,7 +10,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError, OutputError
-from ..io import atomic_path
+from ..io import MODEL_SUFFIXES, atomic_path, check_output_path
 from .config import NMSGConfig
 from .model import NMSGModel
 from .noise_model import build_noise_model
@@ -23,7 +23,7 @@ FORMAT_VERSION = 1
 
 def save_model(model: NMSGModel, path: str | os.PathLike) -> Path:
     """Write ``model`` atomically; the file holds only tensors, numbers and strings."""
-    path = Path(path)
+    path = check_output_path(path, suffixes=MODEL_SUFFIXES)
     meta = {
         "config": model.config.to_dict(),
         "normalisation": model.normalisation.to_dict(),
@@ -56,7 +56,8 @@ def load_model(path: str | os.PathLike) -> NMSGModel:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or corrupt files
-        raise InputError(f"cannot read model {path}: not a napari-nmsg model ({exc})") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read model {path}: not a napari-nmsg model ({reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"cannot read model {path}: not a napari-nmsg model file")
     if payload.get("format_version") != FORMAT_VERSION:

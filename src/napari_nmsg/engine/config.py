@@ -27,9 +27,11 @@ class NMSGConfig:
     # pairs
     pairing: Pairing = "r2r"
     alpha: float = 1.0
+    local_amplitude: bool = True  # scale model noise to the local noise level
     # denoiser
     unet_depth: int = 2
     unet_width: int = 16
+    space_to_depth: bool = False
     train_steps: int = 300
     batch_size: int = 2
     crop: int = 40
@@ -41,8 +43,9 @@ class NMSGConfig:
     guidance_sigma: float = 1.5
     sparsity_sigma: float = 3.0
     # inference
+    amp: bool = False  # mixed precision (float16) inference on CUDA
     tile: int = 64
-    overlap: int = 16
+    overlap: int = 16  # clamped to half a tile
     tile_batch: int = 2
     preview_every: int = 25
     preview_depth: int = 8
@@ -54,15 +57,15 @@ class NMSGConfig:
                 f"alpha={self.alpha} < 1: with little added noise the network learns to pass "
                 "its input through (DESIGN §3); use alpha >= 1"
             )
-        if self.crop < 2**self.unet_depth * 4 or self.crop % 2**self.unet_depth:
+        if self.crop < self.multiple * 2 or self.crop % self.multiple:
             problems.append(
-                f"crop={self.crop} must be a multiple of {2**self.unet_depth} and at least "
-                f"{2**self.unet_depth * 4} for a U-Net of depth {self.unet_depth}"
+                f"crop={self.crop} must be a multiple of {self.multiple} and at least "
+                f"{self.multiple * 2} for this U-Net (depth {self.unet_depth})"
             )
-        if not 0 <= self.overlap < self.tile // 2 + 1:
-            problems.append(f"overlap={self.overlap} must be in [0, tile/2]")
-        if self.tile % 2**self.unet_depth:
-            problems.append(f"tile={self.tile} must be a multiple of {2**self.unet_depth}")
+        if self.overlap < 0:
+            problems.append(f"overlap={self.overlap} must not be negative")
+        if self.tile % self.multiple:
+            problems.append(f"tile={self.tile} must be a multiple of {self.multiple}")
         if self.noise_model not in ("gan", "spectral"):
             problems.append(f"noise_model must be 'gan' or 'spectral', not {self.noise_model!r}")
         if self.pairing not in ("r2r", "paper", "noisier2noise"):
@@ -74,6 +77,11 @@ class NMSGConfig:
                 problems.append(f"{name} must be positive")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def multiple(self) -> int:
+        """What crop and tile sizes must be multiples of, for this U-Net."""
+        return 2 ** (self.unet_depth + self.space_to_depth)
 
     @classmethod
     def preset(cls, name: str = "fast", **overrides: Any) -> NMSGConfig:

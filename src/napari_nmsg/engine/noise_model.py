@@ -217,6 +217,7 @@ def iter_fit_gan(
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.5, 0.999))
     opt_c = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.999))
     real_all = torch.from_numpy(train).to(device)[:, None]
+    pick = torch.Generator().manual_seed(config.seed)  # indices are drawn on the CPU
     real_variance = float(train.var())
     check_every = max(1, config.gan_steps // 5)
 
@@ -228,7 +229,7 @@ def iter_fit_gan(
     best_state, best_fid = snapshot()
     for step in range(1, config.gan_steps + 1):
         for _ in range(5):
-            idx = torch.randint(len(real_all), (config.gan_batch,), generator=generator)
+            idx = torch.randint(len(real_all), (config.gan_batch,), generator=pick)
             real = real_all[idx.to(device)]
             with torch.no_grad():
                 fake = gen.sample(config.gan_batch, (size,) * 3, generator)

@@ -35,11 +35,13 @@ class NoisePatches:
         return self.patches[order[n_held:]], self.patches[order[:n_held]]
 
 
-def _local_variance_score(volume: np.ndarray, box: int) -> np.ndarray:
+def _local_scores(volume: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray]:
+    """(variance of the low-passed volume, energy of the high-passed one) around each voxel."""
     low = ndimage.gaussian_filter(volume, sigma=max(1.0, box / 8))
     mean = ndimage.uniform_filter(low, size=box, mode="reflect")
     mean_sq = ndimage.uniform_filter(low * low, size=box, mode="reflect")
-    return mean_sq - mean * mean
+    high = ndimage.uniform_filter((volume - low) ** 2, size=box, mode="reflect")
+    return mean_sq - mean * mean, high
 
 
 def _binned(volume: NormalisedVolume) -> tuple[np.ndarray, int]:
@@ -54,22 +56,29 @@ def _binned(volume: NormalisedVolume) -> tuple[np.ndarray, int]:
     return data.reshape(z, factor, y, factor, x, factor).mean(axis=(1, 3, 5)), factor
 
 
-def _select(score: np.ndarray, size: int, margin: int, max_patches: int) -> list[tuple[int, ...]]:
-    """Lowest-score corners on a half-overlapping grid, from the flattest quarter only."""
+def _select(
+    flatness: np.ndarray, noise_energy: np.ndarray, size: int, margins: tuple[int, ...], count: int
+) -> list[tuple[int, ...]]:
+    """Flattest corners on a half-overlapping grid, from the flattest quarter only.
+
+    Boxes whose high-frequency energy is far from typical are skipped: at the edges of a
+    reconstruction fewer tilts contribute and the noise is weaker than elsewhere.
+    """
     stride = max(1, size // 2)
     ranges = []
-    for axis, length in enumerate(score.shape):
-        lo = margin if axis == 0 else 0
-        hi = length - size - (margin if axis == 0 else 0)
+    for length, margin in zip(flatness.shape, margins, strict=True):
+        lo, hi = margin, length - size - margin
         if hi < lo:
             return []
         ranges.append(np.unique(np.r_[np.arange(lo, hi + 1, stride), hi]))
     grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
-    centres = grid + size // 2
-    values = score[centres[:, 0], centres[:, 1], centres[:, 2]]
+    centres = tuple((grid + size // 2).T)
+    energy = noise_energy[centres]
+    typical = np.abs(energy / np.median(energy) - 1) < 0.15
+    grid, values = grid[typical], flatness[centres][typical]
     order = np.argsort(values, kind="stable")
     keep = order[: max(MIN_PATCHES, len(order) // 4)]
-    return [tuple(int(v) for v in grid[i]) for i in keep[:max_patches]]
+    return [tuple(int(v) for v in grid[i]) for i in keep[:count]]
 
 
 def extract_noise_patches(
@@ -80,16 +89,17 @@ def extract_noise_patches(
     size = patch_size
     notes = []
     while True:
-        margin = max(1, volume.shape[0] // 32)
-        fits = all(s - 2 * margin >= size for s in volume.shape)
+        # thickness axis: off the reconstruction's borders; in plane: off its weaker edges
+        margins = (max(1, volume.shape[0] // 32), volume.shape[1] // 16, volume.shape[2] // 16)
         corners = []
-        if fits:
+        if all(s - 2 * m >= size for s, m in zip(volume.shape, margins, strict=True)):
             box = max(2, size // factor)
-            score = _local_variance_score(binned, box)
-            # score on the binned grid, corners in full-resolution voxels
+            flatness, energy = _local_scores(binned, box)
+            # scores on the binned grid, corners in full-resolution voxels
+            binned_margins = tuple(-(-m // factor) for m in margins)
             corners = [
                 tuple(min(c * factor, s - size) for c, s in zip(corner, volume.shape, strict=True))
-                for corner in _select(score, box, max(1, margin // factor), max_patches)
+                for corner in _select(flatness, energy, box, binned_margins, max_patches)
             ]
         if len(corners) >= MIN_PATCHES or size // 2 < MIN_PATCH_SIZE:
             break

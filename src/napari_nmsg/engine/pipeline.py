@@ -16,6 +16,7 @@ from .config import NMSGConfig
 from .device import resolve_device
 from .events import Event, EventStream, Preview, Progress
 from .model import NMSGModel, NoiseLearning
+from .noise_amplitude import local_noise_amplitude
 from .noise_model import (
     SpectralNoise,
     iter_fit_gan,
@@ -26,7 +27,7 @@ from .noise_model import (
 from .noise_patches import extract_noise_patches
 from .pairs import noisier2noise_estimate
 from .tiling import Predictor, Window, iter_predict_tiled
-from .train import iter_train
+from .train import iter_train, noise_model_pairs
 from .unet import UNet3D
 from .volume import NormalisedVolume, canonical_view, fit_normalisation, validate_volume
 
@@ -34,7 +35,8 @@ PreviewPosition = Callable[[], int | None]
 _NOISIER2NOISE_SAMPLES = 4
 
 
-def _prepare(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
+def prepare_volume(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
+    """Validate ``volume`` and give its normalised, wedge-axis-first view."""
     validate_volume(volume)
     if config.wedge_axis is not None and config.wedge_axis >= volume.ndim:
         raise InputError(f"wedge_axis {config.wedge_axis} does not exist in a 3D volume")
@@ -43,7 +45,7 @@ def _prepare(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
 
 def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
     """Extract background noise patches and fit the configured noise model to them."""
-    source = _prepare(volume, config)
+    source = prepare_volume(volume, config)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -78,11 +80,11 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     net = model.denoiser.to(device).eval()
     noise = model.noise_model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(model.config.seed)
-    amp = device.type == "cuda"
+    amp = device.type == "cuda" and model.config.amp
 
     @torch.inference_mode()
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             if model.config.pairing != "noisier2noise":
                 return net(batch).float()
             total = torch.zeros_like(batch)
@@ -163,7 +165,7 @@ def iter_fit_denoiser(
     """
     if noise is None:
         noise = yield from iter_learn_noise(volume, config)
-    source = _prepare(volume, config)
+    source = prepare_volume(volume, config)
     device = resolve_device(config.device)
     on_checkpoint = None
     if preview_position is not None:
@@ -173,7 +175,12 @@ def iter_fit_denoiser(
                 net, (noise.noise_model, config), source, device, preview_position
             )
 
-    net = yield from iter_train(source, noise.noise_model, config, device, on_checkpoint)
+    amplitude = None
+    if config.local_amplitude:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        amplitude = local_noise_amplitude(source, noise.noise_model.to(device), generator)
+    pairs = noise_model_pairs(source, noise.noise_model, config, device, config.multiple, amplitude)
+    net = yield from iter_train(pairs, config, device, on_checkpoint)
     return NMSGModel(
         config=config,
         noise_model=noise.noise_model.cpu(),
@@ -201,8 +208,9 @@ def iter_denoise(
         overlap=config.overlap,
         tile_batch=config.tile_batch,
         wedge_axis=config.wedge_axis,
+        amp=config.amp,
     )
-    source = _prepare(volume, inference)
+    source = prepare_volume(volume, inference)
     if out is None:
         out = np.empty(volume.shape, dtype=np.float32)
     if out.shape != volume.shape:

@@ -1,4 +1,9 @@
-"""Fit the denoiser on pairs synthesised on the fly from random crops and model noise."""
+"""Fit the denoiser on pairs synthesised on the fly from random crops.
+
+``iter_train`` takes a *pair sampler* so the same loop trains NMSG (pairs from the noise
+model) and the reference methods of the benchmark (Noise2Noise on even/odd halves,
+supervised on a ground truth) with the identical network, schedule and budget.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,16 @@ import torch
 from .config import NMSGConfig
 from .events import Event, EventStream, Progress
 from .losses import nmsg_loss
+from .noise_amplitude import AmplitudeSource
 from .noise_model import SpectralNoise
 from .pairs import make_pair
+from .tiling import VolumeSource
 from .unet import UNet3D
 from .volume import NormalisedVolume
+
+Tensor = torch.Tensor
+# (rng, torch generator) -> (network input, target, noisy crop the loss guides come from)
+PairSampler = Callable[[np.random.Generator, torch.Generator], tuple[Tensor, Tensor, Tensor]]
 
 
 def crop_shape(shape: tuple[int, ...], crop: int, multiple: int) -> tuple[int, int, int]:
@@ -23,26 +34,83 @@ def crop_shape(shape: tuple[int, ...], crop: int, multiple: int) -> tuple[int, i
 
 
 def random_crops(
-    source: NormalisedVolume, size: tuple[int, int, int], count: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Random crops with in-plane flips and 90° rotations (never across the wedge axis)."""
-    crops = []
+    sources: list[VolumeSource],
+    size: tuple[int, int, int],
+    count: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """The same random crops of each source (``(count, 1, *size)`` each), with the same
+    in-plane flips and 90° rotations (never across the wedge axis)."""
+    shape = sources[0].shape
+    batches: list[list[np.ndarray]] = [[] for _ in sources]
     for _ in range(count):
-        corner = [int(rng.integers(0, s - c + 1)) for s, c in zip(source.shape, size, strict=True)]
-        block = source.read(tuple(slice(c, c + n) for c, n in zip(corner, size, strict=True)))
-        if rng.random() < 0.5:
-            block = block[:, ::-1]
-        if rng.random() < 0.5:
-            block = block[:, :, ::-1]
-        if size[1] == size[2]:
-            block = np.rot90(block, k=int(rng.integers(4)), axes=(1, 2))
-        crops.append(np.ascontiguousarray(block))
-    return np.stack(crops)[:, None]
+        corner = [int(rng.integers(0, s - c + 1)) for s, c in zip(shape, size, strict=True)]
+        region = tuple(slice(c, c + n) for c, n in zip(corner, size, strict=True))
+        flip_y, flip_x = rng.random() < 0.5, rng.random() < 0.5
+        turns = int(rng.integers(4)) if size[1] == size[2] else 0
+        for batch, source in zip(batches, sources, strict=True):
+            block = source.read(region)
+            block = block[:, ::-1] if flip_y else block
+            block = block[:, :, ::-1] if flip_x else block
+            batch.append(np.ascontiguousarray(np.rot90(block, k=turns, axes=(1, 2))))
+    return [np.stack(batch)[:, None] for batch in batches]
+
+
+def noise_model_pairs(
+    source: NormalisedVolume,
+    noise_model: SpectralNoise,
+    config: NMSGConfig,
+    device: torch.device,
+    multiple: int,
+    amplitude: np.ndarray | None = None,
+) -> PairSampler:
+    """NMSG pairs: crops of the noisy volume recorrupted with noise-model samples, scaled
+    by the local noise ``amplitude`` map (coarse, see ``noise_amplitude``) when given."""
+    size = crop_shape(source.shape, config.crop, multiple)
+    noise_model = noise_model.to(device).eval()
+    sources: list[VolumeSource] = [source]
+    if amplitude is not None:
+        sources.append(AmplitudeSource(amplitude, source.shape))
+
+    def sample(rng: np.random.Generator, generator: torch.Generator):
+        crops = random_crops(sources, size, config.batch_size, rng)
+        noisy = torch.from_numpy(crops[0]).to(device)
+        with torch.no_grad():
+            noise = noise_model.sample(config.batch_size, size, generator)
+            if amplitude is not None:
+                noise = noise * torch.from_numpy(crops[1]).to(device)
+        inputs, targets = make_pair(noisy, noise, config.pairing, config.alpha)
+        return inputs, targets, noisy
+
+    return sample
+
+
+def aligned_pairs(
+    inputs: NormalisedVolume,
+    targets: NormalisedVolume,
+    config: NMSGConfig,
+    device: torch.device,
+    multiple: int,
+    swap: bool = False,
+) -> PairSampler:
+    """Pairs from two aligned volumes (even/odd halves, or noisy/ground truth).
+
+    With ``swap`` each batch randomly trains either direction (Noise2Noise symmetry).
+    """
+    size = crop_shape(inputs.shape, config.crop, multiple)
+
+    def sample(rng: np.random.Generator, generator: torch.Generator):
+        a, b = random_crops([inputs, targets], size, config.batch_size, rng)
+        if swap and rng.random() < 0.5:
+            a, b = b, a
+        x = torch.from_numpy(a).to(device)
+        return x, torch.from_numpy(b).to(device), x
+
+    return sample
 
 
 def iter_train(
-    source: NormalisedVolume,
-    noise_model: SpectralNoise,
+    pairs: PairSampler,
     config: NMSGConfig,
     device: torch.device,
     on_checkpoint: Callable[[UNet3D], Iterable[Event]] | None = None,
@@ -51,25 +119,20 @@ def iter_train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    net = UNet3D(config.unet_depth, config.unet_width).to(device)
+    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth).to(device)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimiser, config.train_steps, eta_min=0.05 * config.lr
     )
-    size = crop_shape(source.shape, config.crop, net.multiple)
-    noise_model = noise_model.to(device).eval()
-    amp = device.type == "cuda"
     for step in range(1, config.train_steps + 1):
-        noisy = torch.from_numpy(random_crops(source, size, config.batch_size, rng)).to(device)
-        with torch.no_grad():
-            noise = noise_model.sample(config.batch_size, size, generator)
-        inputs, targets = make_pair(noisy, noise, config.pairing, config.alpha)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            outputs = net(inputs)
-        loss, parts = nmsg_loss(outputs.float(), targets, noisy, config)
+        inputs, targets, noisy = pairs(rng, generator)
+        # full precision on purpose: bf16 autocast was measured to wreck training (the
+        # signal is a small residual under unit-variance noise)
+        loss, parts = nmsg_loss(net(inputs), targets, noisy, config)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimiser.step()
         schedule.step()
         with torch.no_grad():

@@ -17,39 +17,57 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class UNet3D(nn.Module):
-    """``depth`` poolings, ``width`` channels at full resolution, doubled at each level.
+def space_to_depth(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, 2Z, 2Y, 2X)`` → ``(B, 8C, Z, Y, X)``: each 2³ block becomes 8 channels."""
+    b, c, nz, ny, nx = x.shape
+    x = x.reshape(b, c, nz // 2, 2, ny // 2, 2, nx // 2, 2)
+    return x.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, 8 * c, nz // 2, ny // 2, nx // 2)
 
-    Spatial sizes must be multiples of ``2**depth`` (``multiple``).
+
+def depth_to_space(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``space_to_depth``."""
+    b, c8, nz, ny, nx = x.shape
+    x = x.reshape(b, c8 // 8, 2, 2, 2, nz, ny, nx).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c8 // 8, 2 * nz, 2 * ny, 2 * nx)
+
+
+class UNet3D(nn.Module):
+    """``depth`` poolings, ``width`` channels at the top level, doubled at each level.
+
+    With ``space_to_depth`` the network runs at half resolution on 2³ blocks folded into
+    channels: 8× fewer positions per convolution, so far more training per CPU second;
+    cryo-ET signal is band-limited well below Nyquist, so little is lost.
+    Spatial sizes must be multiples of ``multiple``.
     """
 
-    def __init__(self, depth: int = 2, width: int = 16):
+    def __init__(self, depth: int = 2, width: int = 16, space_to_depth: bool = False):
         super().__init__()
-        self.depth, self.width = depth, width
+        self.depth, self.width, self.fold = depth, width, space_to_depth
+        io_channels = 8 if space_to_depth else 1
         channels = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList(
-            [_block(1 if i == 0 else channels[i - 1], channels[i]) for i in range(depth)]
+            [_block(io_channels if i == 0 else channels[i - 1], channels[i]) for i in range(depth)]
         )
-        self.bottom = _block(channels[depth - 1] if depth else 1, channels[depth])
+        self.bottom = _block(channels[depth - 1] if depth else io_channels, channels[depth])
         self.up = nn.ModuleList(
             [nn.ConvTranspose3d(channels[i + 1], channels[i], 2, stride=2) for i in range(depth)]
         )
         self.merge = nn.ModuleList([_block(2 * channels[i], channels[i]) for i in range(depth)])
-        self.head = nn.Conv3d(channels[0], 1, 1)
+        self.head = nn.Conv3d(channels[0], io_channels, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.pool = nn.AvgPool3d(2)
 
     @property
     def multiple(self) -> int:
-        return 2**self.depth
+        return 2 ** (self.depth + self.fold)
 
     def init_args(self) -> dict[str, Any]:
-        return {"depth": self.depth, "width": self.width}
+        return {"depth": self.depth, "width": self.width, "space_to_depth": self.fold}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
-        h = x
+        h = space_to_depth(x) if self.fold else x
         for block in self.down:
             h = block(h)
             skips.append(h)
@@ -57,4 +75,5 @@ class UNet3D(nn.Module):
         h = self.bottom(h)
         for i in reversed(range(self.depth)):
             h = self.merge[i](torch.cat([self.up[i](h), skips[i]], dim=1))
-        return x + self.head(h)
+        residual = self.head(h)
+        return x + (depth_to_space(residual) if self.fold else residual)
