@@ -1,0 +1,265 @@
+"""``nmsg``: the command line. Thin: parses options, drives engine generators with tqdm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .engine import (
+    PRESETS,
+    NMSGConfig,
+    Progress,
+    iter_denoise,
+    iter_fit_denoiser,
+    iter_learn_noise,
+    load_model,
+    run_events,
+)
+from .errors import InputError, OutputError
+from .io import read_volume, write_mrc
+
+STAGE_NAMES = {
+    "noise-patches": "noise patches",
+    "noise-model": "noise model (GAN)",
+    "train": "training",
+    "denoise": "denoising",
+}
+
+
+class ProgressBars:
+    """One tqdm bar per engine stage, with the latest metrics as postfix."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.stage: str | None = None
+        self.bar: tqdm | None = None
+
+    def __call__(self, event: object) -> None:
+        if self.quiet or not isinstance(event, Progress):
+            return
+        if event.stage != self.stage:
+            self.close()
+            self.stage = event.stage
+            desc = STAGE_NAMES.get(event.stage, event.stage)
+            self.bar = tqdm(total=event.total, desc=desc, unit="step", dynamic_ncols=True)
+        self.bar.total = event.total
+        self.bar.update(event.step - self.bar.n)
+        if event.metrics:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in event.metrics.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("method settings (defaults come from --preset)")
+    group.add_argument("--preset", choices=sorted(PRESETS), default="fast")
+    group.add_argument("--seed", type=int, help="fixes every random source (default 0)")
+    group.add_argument("--device", help="auto (default), cuda, mps or cpu")
+    group.add_argument("--steps", dest="train_steps", type=int, help="denoiser training steps")
+    group.add_argument("--gan-steps", type=int, help="noise-model (WGAN-GP) generator steps")
+    group.add_argument("--noise-model", choices=["gan", "spectral"])
+    group.add_argument("--pairing", choices=["r2r", "paper", "noisier2noise"])
+    group.add_argument("--crop", type=int, help="training crop size (voxels)")
+    group.add_argument("--width", dest="unet_width", type=int, help="U-Net width")
+    group.add_argument("--depth", dest="unet_depth", type=int, help="U-Net depth")
+    group.add_argument("--lambda-grad", type=float, help="sparsity (gradient) loss weight")
+    group.add_argument("--lambda-gui", type=float, help="guidance loss weight")
+    group.add_argument("--tile", type=int, help="inference tile size (voxels)")
+    group.add_argument("--overlap", type=int, help="inference tile overlap (voxels)")
+    group.add_argument("--wedge-axis", type=int, choices=[0, 1, 2], help="thickness axis")
+
+
+def config_from_args(args: argparse.Namespace) -> NMSGConfig:
+    names = [
+        "seed", "device", "train_steps", "gan_steps", "noise_model", "pairing", "crop",
+        "unet_width", "unet_depth", "lambda_grad", "lambda_gui", "tile", "overlap",
+        "wedge_axis",
+    ]  # fmt: skip
+    return NMSGConfig.preset(args.preset, **{n: getattr(args, n) for n in names})
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate_tomogram
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    shape = (args.size,) * 3
+    sim = simulate_tomogram(shape, snr=args.snr, seed=args.seed or 0)
+    voxel = (sim.voxel_size,) * 3
+    for name in ("noisy", "target", "even", "odd"):
+        write_mrc(outdir / f"{name}.mrc", getattr(sim, name), voxel)
+    print(f"wrote noisy, target, even, odd .mrc ({args.size}³, SNR {args.snr}) to {outdir}")
+    return 0
+
+
+def cmd_learn_noise(args: argparse.Namespace) -> int:
+    tomo = read_volume(args.input)
+    config = config_from_args(args)
+    bars = ProgressBars(args.quiet)
+    learned = run_events(iter_learn_noise(tomo.data, config), bars)
+    bars.close()
+    print(learned.patches.note)
+    print(json.dumps(learned.fidelity, indent=2))
+    if args.samples:
+        write_mrc(
+            args.samples,
+            learned.generated_examples.reshape(-1, *learned.patches.patches.shape[2:]),
+            protect=(args.input,),
+        )
+    return 0
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .batch import denoise_file
+
+    started = time.perf_counter()
+    bars = ProgressBars(args.quiet)
+    model = load_model(args.model) if args.model else None
+    denoise_file(
+        args.input, args.output, config_from_args(args), model,
+        on_event=bars, save_model=args.save_model,
+    )  # fmt: skip
+    bars.close()
+    print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .metrics import best_gaussian, psnr
+    from .simulate import simulate_tomogram
+
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    config = config_from_args(args)
+    print(f"simulating a {args.size}³ tomogram at SNR {args.snr} ...")
+    sim = simulate_tomogram((args.size,) * 3, snr=args.snr, seed=config.seed)
+    voxel = (sim.voxel_size,) * 3
+    bars = ProgressBars(args.quiet)
+    started = time.perf_counter()
+    model = run_events(iter_fit_denoiser(sim.noisy, config), bars)
+    denoised = run_events(iter_denoise(sim.noisy, model), bars)
+    bars.close()
+    elapsed = time.perf_counter() - started
+    gauss_psnr, sigma, _ = best_gaussian(sim.noisy, sim.target)
+    for name, volume in [("noisy", sim.noisy), ("target", sim.target), ("denoised", denoised)]:
+        write_mrc(outdir / f"{name}.mrc", volume, voxel)
+    print(f"PSNR vs noiseless target (dB): noisy {psnr(sim.noisy, sim.target):.2f}, "
+          f"oracle Gaussian (σ={sigma:.2f}) {gauss_psnr:.2f}, "
+          f"NMSG {psnr(denoised, sim.target):.2f}  [{elapsed:.0f} s]")  # fmt: skip
+    print(f"wrote noisy.mrc, target.mrc, denoised.mrc to {outdir}")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import FAILED_EXIT_CODE, denoise_many
+
+    inputs = list(args.inputs) + [f"@{name}" for name in args.list or ()]
+    summary = denoise_many(
+        inputs,
+        args.outdir,
+        config=config_from_args(args),
+        model=args.model,
+        fit_on=args.fit_on,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        torch_threads=args.torch_threads,
+        memory_limit=args.memory_limit,
+        quiet=args.quiet,
+    )
+    counts = ", ".join(f"{n} {k}" for k, n in summary.counts().items() if n)
+    print(f"{counts} in {summary.wall_seconds:.1f} s; summary in {summary.outdir / 'summary.json'}")
+    for item in summary.failed:
+        print(f"nmsg: {item.status}: {item.input}: {item.error}", file=sys.stderr)
+    return FAILED_EXIT_CODE if summary.failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nmsg", description="Self-supervised cryo-ET tomogram denoising (NMSG)."
+    )
+    parser.add_argument("--version", action="version", version=f"napari-nmsg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a simulated tomogram with its ground truth")
+    p.add_argument("outdir", help="folder for noisy/target/even/odd .mrc")
+    p.add_argument("--size", type=int, default=64, help="edge length in voxels (default 64)")
+    p.add_argument("--snr", type=float, default=0.1, help="projection SNR (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("learn-noise", help="fit a noise model and report its fidelity")
+    p.add_argument("input", help="tomogram (.mrc/.rec/.map/.tif)")
+    p.add_argument("--samples", help="write generated noise patches to this .mrc")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_config_options(p)
+    p.set_defaults(func=cmd_learn_noise)
+
+    p = sub.add_parser("denoise", help="denoise a tomogram (fits a model unless --model)")
+    p.add_argument("input", help="tomogram (.mrc/.rec/.map/.tif)")
+    p.add_argument("-o", "--output", required=True, help="output .mrc (never the input)")
+    p.add_argument("--model", help="use this saved model instead of fitting one")
+    p.add_argument("--save-model", help="save the fitted model here (.pt)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_config_options(p)
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser(
+        "batch",
+        help="denoise many tomograms on a Dask cluster (resumable)",
+        description="Denoise many tomograms on a Dask cluster (local by default). Re-running "
+        "skips finished outputs; a tomogram that fails is reported and the others go on "
+        "(exit code 3 if any failed). summary.json / summary.csv go into OUTDIR.",
+    )
+    p.add_argument("inputs", nargs="*", help="tomograms, globs ('tomos/*.mrc') or @list.txt")
+    p.add_argument("-o", "--outdir", required=True, help="output folder (created if needed)")
+    p.add_argument("--list", action="append", metavar="FILE", help="file with one path per line")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--model", help="denoise with this saved model only (no training)")
+    mode.add_argument(
+        "--fit-on", type=int, metavar="N", help="fit one model on N tomograms, use it for all"
+    )
+    p.add_argument("--scheduler", help="address (tcp://HOST:PORT) or scheduler file of a cluster")
+    p.add_argument("--workers", type=int, help="local workers (default: one per GPU or cores/2)")
+    p.add_argument("--torch-threads", type=int, help="torch threads per task (default: auto)")
+    p.add_argument("--memory-limit", help="per local worker, e.g. 8GB; 0 turns Dask's off")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_options(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("demo", help="simulate, denoise and score against the ground truth")
+    p.add_argument("--outdir", default="nmsg-demo", help="where to write the .mrc files")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--snr", type=float, default=0.1)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_config_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, ValueError) as exc:
+        print(f"nmsg: error: {exc}", file=sys.stderr)
+        return 2
+    except OutputError as exc:
+        print(f"nmsg: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nmsg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
