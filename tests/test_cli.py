@@ -1,0 +1,96 @@
+import hashlib
+import resource
+import signal
+import subprocess
+import sys
+
+import mrcfile
+import numpy as np
+import pytest
+
+from napari_nmsg.cli import main
+
+FAST = ["--steps", "3", "--gan-steps", "1", "--crop", "16", "--tile", "16", "-q"]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(tmp_path, mrc_path):
+    before = _digest(mrc_path)
+    out = tmp_path / "out.mrc"
+    model = tmp_path / "model.pt"
+    assert main(["denoise", str(mrc_path), "-o", str(out), "--save-model", str(model), *FAST]) == 0
+    assert _digest(mrc_path) == before
+    with mrcfile.open(out) as mrc, mrcfile.open(mrc_path) as src:
+        assert mrc.data.shape == src.data.shape and mrc.data.dtype == np.float32
+        assert mrc.voxel_size.x == pytest.approx(13.7) and mrc.voxel_size.z == pytest.approx(13.7)
+        assert mrc.header.origin.y == pytest.approx(20.0)
+        assert "napari-nmsg" in str(mrc.get_labels()[0])
+    out2 = tmp_path / "out2.mrc"
+    assert main(["denoise", str(mrc_path), "-o", str(out2), "--model", str(model), "-q"]) == 0
+    with mrcfile.open(out) as a, mrcfile.open(out2) as b:
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["denoise", "{inp}", "-o", "{inp}"], "is the input file"),
+        (["denoise", "{tmp}/absent.mrc", "-o", "{tmp}/o.mrc"], "no such file"),
+        (["denoise", "{inp}", "-o", "{tmp}/nowhere/o.mrc"], "does not exist"),
+        (["denoise", "{inp}", "-o", "{tmp}/o.mrc", "--model", "{inp}"], "cannot read model"),
+        (["denoise", "{inp}", "-o", "{tmp}/o.mrc", "--device", "tpu"], "not available"),
+        (["learn-noise", "{tmp}/flat.mrc"], "constant"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line_reason(tmp_path, mrc_path, capsys, args, message):
+    with mrcfile.new(tmp_path / "flat.mrc") as mrc:
+        mrc.set_data(np.ones((20, 20, 20), np.float32))
+    argv = [a.format(inp=mrc_path, tmp=tmp_path) for a in args]
+    before = _digest(mrc_path)
+    assert main([*argv, *FAST[-1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nmsg: error:") and message in err and "\n" not in err
+    assert _digest(mrc_path) == before
+    assert not (tmp_path / "o.mrc").exists()
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_disk_full_is_reported_and_leaves_no_partial_output(tmp_path, mrc_path):
+    """A real write failure (file-size limit: EFBIG, like a full disk) mid-output."""
+    out = tmp_path / "out.mrc"
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_nmsg.cli", "denoise", str(mrc_path), "-o", str(out), *FAST],
+        capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot write" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tomo.mrc"]
+
+
+def test_simulate_learn_noise_and_demo_commands(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "sim"), "--size", "24"]) == 0
+    names = sorted(p.name for p in (tmp_path / "sim").iterdir())
+    assert names == ["even.mrc", "noisy.mrc", "odd.mrc", "target.mrc"]
+    samples = tmp_path / "samples.mrc"
+    assert main(["learn-noise", str(tmp_path / "sim" / "noisy.mrc"), "--samples", str(samples),
+                 "--noise-model", "spectral", "-q"]) == 0  # fmt: skip
+    assert '"spectral"' in capsys.readouterr().out and samples.exists()
+    assert main(["demo", "--outdir", str(tmp_path / "demo"), "--size", "32", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR vs noiseless target" in out and "oracle Gaussian" in out
+    assert (tmp_path / "demo" / "denoised.mrc").exists()
+
+
+def test_every_command_has_help(capsys):
+    for command in ["simulate", "learn-noise", "denoise", "demo"]:
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        assert "usage: nmsg" in capsys.readouterr().out

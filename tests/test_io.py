@@ -1,0 +1,84 @@
+import os
+
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+
+from napari_nmsg.errors import InputError, OutputError
+from napari_nmsg.io import mrc_output, read_volume, write_mrc
+
+
+def test_mrc_round_trip_keeps_voxel_size_origin_and_data(tmp_path, mrc_path):
+    tomo = read_volume(mrc_path)
+    assert tomo.voxel_size == pytest.approx((13.7, 13.7, 13.7))
+    assert tomo.origin == pytest.approx((30.0, 20.0, 10.0))  # (z, y, x) from header (x, y, z)
+    assert tomo.metadata["mrc_header"]["mode"] == 2
+    assert isinstance(tomo.data, np.memmap)
+    out = write_mrc(tmp_path / "copy.mrc", tomo.data * 2, tomo.voxel_size, tomo.origin)
+    with mrcfile.open(out) as mrc:
+        assert mrc.voxel_size.x == pytest.approx(13.7) and mrc.header.origin.x == 10.0
+        np.testing.assert_array_equal(mrc.data, np.asarray(tomo.data) * 2)
+        assert mrc.data.dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.float16, np.float32])
+def test_every_common_mrc_mode_is_read(tmp_path, dtype):
+    data = (np.arange(16 * 16 * 16) % 100).reshape(16, 16, 16).astype(dtype)
+    path = tmp_path / f"{np.dtype(dtype).name}.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+    tomo = read_volume(path)
+    # mrcfile stores uint8 as mode 6 (uint16): MRC2014's mode 0 is signed
+    assert tomo.data.dtype == (np.uint16 if dtype is np.uint8 else dtype)
+    np.testing.assert_array_equal(tomo.data, data)
+
+
+def test_tiff_is_read_with_voxel_size(tmp_path):
+    data = np.random.default_rng(0).normal(size=(16, 20, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "t.tif", data, imagej=True, resolution=(1 / 1.5, 1 / 1.5),
+                     metadata={"spacing": 1.5, "unit": "nm"})  # fmt: skip
+    tomo = read_volume(tmp_path / "t.tif")
+    np.testing.assert_array_equal(tomo.data, data)
+    assert tomo.voxel_size == pytest.approx((15.0, 15.0, 15.0))
+
+
+def test_corrupt_truncated_missing_and_unknown_files_are_refused(tmp_path, mrc_path):
+    (tmp_path / "garbage.mrc").write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(InputError, match="cannot read"):
+        read_volume(tmp_path / "garbage.mrc")
+    truncated = tmp_path / "truncated.mrc"
+    truncated.write_bytes(mrc_path.read_bytes()[: 1024 + 1000])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_volume(truncated)
+    with pytest.raises(InputError, match="no such file"):
+        read_volume(tmp_path / "absent.mrc")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="unknown suffix"):
+        read_volume(tmp_path / "notes.txt")
+
+
+def test_writing_over_the_input_is_refused_and_leaves_it_intact(tmp_path, mrc_path):
+    before = mrc_path.read_bytes()
+    with pytest.raises(InputError, match="is the input file"):
+        write_mrc(mrc_path, np.zeros((16, 16, 16)), protect=(mrc_path,))
+    link = tmp_path / "alias.mrc"
+    os.link(mrc_path, link)
+    with pytest.raises(InputError, match="is the input file"):
+        write_mrc(link, np.zeros((16, 16, 16)), protect=(mrc_path,))
+    assert mrc_path.read_bytes() == before
+
+
+def test_failed_streaming_write_leaves_no_file(tmp_path):
+    target = tmp_path / "out.mrc"
+    with pytest.raises(RuntimeError), mrc_output(target, (16, 16, 16)) as out:
+        out[:8] = 1.0
+        raise RuntimeError("denoising crashed midway")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="does not exist"):
+        write_mrc(tmp_path / "missing" / "out.mrc", np.zeros((16, 16, 16)))
+    with pytest.raises(InputError, match=r"\.mrc"):
+        write_mrc(tmp_path / "out.png", np.zeros((16, 16, 16)))
+    (tmp_path / "file").write_text("")
+    with pytest.raises((InputError, OutputError)):
+        write_mrc(tmp_path / "file" / "out.mrc", np.zeros((16, 16, 16)))

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_nmsg import learn_noise
+from napari_nmsg.engine.noise_model import (
+    SpectralNoise,
+    fft_conv3d,
+    noise_fidelity,
+    sample_patches,
+    spectral_kernel,
+)
+from napari_nmsg.engine.noise_patches import extract_noise_patches
+from napari_nmsg.engine.volume import NormalisedVolume, fit_normalisation
+from napari_nmsg.simulate import simulate_tomogram
+
+
+@pytest.fixture(scope="module")
+def slab_tomogram():
+    return simulate_tomogram((48, 48, 48), snr=0.1, seed=5)
+
+
+def test_noise_patches_come_from_the_empty_ice_above_and_below_the_slab(slab_tomogram):
+    volume = NormalisedVolume(slab_tomogram.noisy, fit_normalisation(slab_tomogram.noisy))
+    found = extract_noise_patches(volume, patch_size=12, max_patches=64)
+    assert len(found.patches) >= 8 and found.patch_size == 12
+    assert "noise patches of 12³" in found.note
+    # the slab is the middle half in Z (12..36); most patches should lie mostly outside it
+    z_centres = found.corners[:, 0] + 6
+    outside = (z_centres < 16) | (z_centres >= 32)
+    assert outside.mean() >= 0.75
+    assert np.allclose(found.patches.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+
+
+def test_patch_size_falls_back_when_the_volume_is_small():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(18, 40, 40)).astype(np.float32)
+    found = extract_noise_patches(NormalisedVolume(raw, fit_normalisation(raw)), 32, 16)
+    assert found.patch_size < 32
+    assert "retrying" in found.note
+
+
+def test_fft_conv3d_matches_torch_conv3d():
+    gen = torch.Generator().manual_seed(0)
+    white = torch.randn((2, 1, 12, 13, 14), generator=gen)
+    kernel = torch.randn((5, 5, 5), generator=gen)
+    expected = torch.nn.functional.conv3d(white, kernel[None, None])
+    torch.testing.assert_close(fft_conv3d(white, kernel), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_spectral_model_reproduces_variance_and_correlation_of_coloured_noise():
+    """Patches of known correlated noise: the model must match it, white noise must not."""
+    rng = np.random.default_rng(1)
+    kernel = np.zeros((3, 3, 3), np.float32)
+    kernel[1, 1, :] = [0.5, 1.0, 0.5]  # correlated along the last axis only
+    white = torch.from_numpy(rng.normal(size=(200, 1, 18, 18, 18)).astype(np.float32))
+    real = fft_conv3d(white, torch.from_numpy(kernel))[:, 0].numpy()
+    real -= real.mean(axis=(1, 2, 3), keepdims=True)
+    train, held = real[:150], real[150:]
+    model = SpectralNoise(torch.from_numpy(spectral_kernel(train)))
+    generated = sample_patches(model, 64, 16, torch.Generator().manual_seed(2))
+    fid = noise_fidelity(generated, held)
+    assert abs(fid["variance_ratio"] - 1) < 0.05
+    white_fid = noise_fidelity(rng.normal(size=generated.shape) * held.std(), held)
+    assert fid["autocorr_error"] < 0.05 < 0.3 < white_fid["autocorr_error"]
+    # the spectrum error has a floor from finite samples (~0.16 here); white noise is far off
+    assert fid["log_psd_error"] < 0.2 and white_fid["log_psd_error"] > 2 * fid["log_psd_error"]
+
+
+def test_noise_models_generate_any_size_and_report_fidelity(small_tomogram, tiny_config):
+    learned = learn_noise(small_tomogram.noisy, tiny_config)
+    assert set(learned.fidelity) == {"spectral", "gan"}
+    for figures in learned.fidelity.values():
+        assert {"log_psd_error", "hist_error", "kurtosis", "axial_autocorr"} <= set(figures)
+        assert 0.8 < figures["variance_ratio"] < 1.25
+    noise = learned.noise_model.sample(1, (20, 24, 28), torch.Generator().manual_seed(0))
+    assert noise.shape == (1, 1, 20, 24, 28)
+    assert learned.real_examples.shape[1:] == learned.generated_examples.shape[1:]
+    # amplitude-calibrated: the GAN's output variance equals the real noise variance
+    assert abs(noise.var().item() / learned.patches.patches.var() - 1) < 0.2
