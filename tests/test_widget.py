@@ -16,7 +16,7 @@ from napari.layers import Layer
 from qtpy.QtCore import Qt
 
 import napari_nmsg._widget as widget_module
-from napari_nmsg import available_devices
+from napari_nmsg import PRESETS, available_devices
 from napari_nmsg._compare import viewer_grid
 from napari_nmsg._layers import noise_mosaic
 from napari_nmsg._sample_data import make_sample_data
@@ -131,14 +131,15 @@ def test_picker_lists_3d_image_layers_and_follows_changes(setup):
 def test_presets_fill_advanced_fields_and_settings_reach_the_config(setup):
     _, _, widget, _, _ = setup
     widget.preset_combo.setCurrentText("quality")
-    assert widget.fields["train_steps"].value() == 1200
+    quality_steps = PRESETS["quality"]["train_steps"]
+    assert widget.fields["train_steps"].value() == quality_steps
     assert widget.fields["crop"].value() == 48
     widget.fields["lambda_grad"].setValue(0.1)
     widget.fields["lambda_gui"].setValue(0.5)
     widget.fields["wedge_axis"].setCurrentText("1 (Y)")
     widget.seed_spin.setValue(7)
     config = widget.config()
-    assert (config.unet_depth, config.train_steps, config.seed) == (3, 1200, 7)
+    assert (config.unet_depth, config.train_steps, config.seed) == (3, quality_steps, 7)
     assert (config.lambda_grad, config.lambda_gui, config.wedge_axis) == (0.1, 0.5, 1)
     widget.fields["crop"].setValue(44)  # not a multiple of 2**3
     with pytest.raises(ValueError, match="crop=44"):

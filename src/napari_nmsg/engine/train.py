@@ -39,21 +39,34 @@ def random_crops(
     count: int,
     rng: np.random.Generator,
 ) -> list[np.ndarray]:
-    """The same random crops of each source (``(count, 1, *size)`` each), with the same
-    in-plane flips and 90° rotations (never across the wedge axis)."""
+    """The same ``count`` random crops of each source, ``(count, 1, *size)`` each."""
     shape = sources[0].shape
     batches: list[list[np.ndarray]] = [[] for _ in sources]
     for _ in range(count):
         corner = [int(rng.integers(0, s - c + 1)) for s, c in zip(shape, size, strict=True)]
         region = tuple(slice(c, c + n) for c, n in zip(corner, size, strict=True))
-        flip_y, flip_x = rng.random() < 0.5, rng.random() < 0.5
-        turns = int(rng.integers(4)) if size[1] == size[2] else 0
         for batch, source in zip(batches, sources, strict=True):
-            block = source.read(region)
-            block = block[:, ::-1] if flip_y else block
-            block = block[:, :, ::-1] if flip_x else block
-            batch.append(np.ascontiguousarray(np.rot90(block, k=turns, axes=(1, 2))))
+            batch.append(source.read(region))
     return [np.stack(batch)[:, None] for batch in batches]
+
+
+def augment_inplane(tensors: list[Tensor], rng: np.random.Generator) -> list[Tensor]:
+    """The same random in-plane flips and 90° turns for each sample of every tensor.
+
+    Applied to finished pairs, never to one side only: WBP noise is anisotropic in plane
+    (tilt axis vs the axis normal to it), so turning a crop but not the noise added to it
+    would pair noises of different spectra. Never across the wedge axis.
+    """
+    batch = tensors[0].shape[0]
+    square = tensors[0].shape[-1] == tensors[0].shape[-2]
+    out: list[list[Tensor]] = [[] for _ in tensors]
+    for b in range(batch):
+        flips = [d for d, flip in ((-2, rng.random() < 0.5), (-1, rng.random() < 0.5)) if flip]
+        turns = int(rng.integers(4)) if square else 0
+        for items, tensor in zip(out, tensors, strict=True):
+            sample = tensor[b].flip(flips) if flips else tensor[b]
+            items.append(torch.rot90(sample, turns, dims=(-2, -1)) if turns else sample)
+    return [torch.stack(items) for items in out]
 
 
 def noise_model_pairs(
@@ -80,7 +93,7 @@ def noise_model_pairs(
             if amplitude is not None:
                 noise = noise * torch.from_numpy(crops[1]).to(device)
         inputs, targets = make_pair(noisy, noise, config.pairing, config.alpha)
-        return inputs, targets, noisy
+        return tuple(augment_inplane([inputs, targets, noisy], rng))
 
     return sample
 
@@ -103,8 +116,10 @@ def aligned_pairs(
         a, b = random_crops([inputs, targets], size, config.batch_size, rng)
         if swap and rng.random() < 0.5:
             a, b = b, a
-        x = torch.from_numpy(a).to(device)
-        return x, torch.from_numpy(b).to(device), x
+        x, t = augment_inplane(
+            [torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)], rng
+        )
+        return x, t, x
 
     return sample
 
