@@ -29,7 +29,7 @@ def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(tmp_path,
         assert mrc.header.origin.y == pytest.approx(20.0)
         assert any("napari-nmsg" in str(label) for label in mrc.get_labels())
     out2 = tmp_path / "out2.mrc"
-    assert main(["denoise", str(mrc_path), "-o", str(out2), "--model", str(model), "-q"]) == 0
+    assert main(["denoise", str(mrc_path), "-o", str(out2), "--model", str(model), *FAST]) == 0
     with mrcfile.open(out) as a, mrcfile.open(out2) as b:
         np.testing.assert_array_equal(a.data, b.data)
 

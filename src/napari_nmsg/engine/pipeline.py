@@ -45,7 +45,10 @@ def prepare_volume(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
 
 def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
     """Extract background noise patches and fit the configured noise model to them."""
-    source = prepare_volume(volume, config)
+    return (yield from _iter_learn_noise(prepare_volume(volume, config), config))
+
+
+def _iter_learn_noise(source: NormalisedVolume, config: NMSGConfig) -> EventStream[NoiseLearning]:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -163,9 +166,9 @@ def iter_fit_denoiser(
     ``preview_position`` returns the index along axis 0 the user is looking at (or None);
     every ``config.preview_every`` steps the slab around it is predicted and yielded.
     """
+    source = prepare_volume(volume, config)  # validated once, not again for the noise
     if noise is None:
-        noise = yield from iter_learn_noise(volume, config)
-    source = prepare_volume(volume, config)
+        noise = yield from _iter_learn_noise(source, config)
     device = resolve_device(config.device)
     on_checkpoint = None
     if preview_position is not None:
