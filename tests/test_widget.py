@@ -133,16 +133,16 @@ def test_presets_fill_advanced_fields_and_settings_reach_the_config(setup):
     widget.preset_combo.setCurrentText("quality")
     quality_steps = PRESETS["quality"]["train_steps"]
     assert widget.fields["train_steps"].value() == quality_steps
-    assert widget.fields["crop"].value() == 48
+    assert widget.fields["crop"].value() == PRESETS["quality"]["crop"]
     widget.fields["lambda_grad"].setValue(0.1)
     widget.fields["lambda_gui"].setValue(0.5)
     widget.fields["wedge_axis"].setCurrentText("1 (Y)")
     widget.seed_spin.setValue(7)
     config = widget.config()
-    assert (config.unet_depth, config.train_steps, config.seed) == (3, quality_steps, 7)
+    assert (config.crop, config.train_steps, config.seed) == (48, quality_steps, 7)
     assert (config.lambda_grad, config.lambda_gui, config.wedge_axis) == (0.1, 0.5, 1)
-    widget.fields["crop"].setValue(44)  # not a multiple of 2**3
-    with pytest.raises(ValueError, match="crop=44"):
+    widget.fields["crop"].setValue(42)  # not a multiple of 2**depth = 4
+    with pytest.raises(ValueError, match="crop=42"):
         widget.config()
 
 
