@@ -49,6 +49,7 @@ def timed_training(volume, config, noise, warmup: int) -> dict[str, Any]:
     from napari_nmsg.engine import Progress, iter_fit_denoiser, run_events
 
     stamps: list[float] = []
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
 
     def on_event(event) -> None:
@@ -68,6 +69,7 @@ def timed_training(volume, config, noise, warmup: int) -> dict[str, Any]:
         "train_mvox_per_s": crop_voxels / step / 1e6,
         "timed_steps": len(intervals),
         "total_s": total,
+        "load_1min_at_start": load,
     }
 
 
@@ -87,6 +89,7 @@ def timed_inference(volume, model, **changes) -> dict[str, Any]:
             ]
         )
     )
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     run_events(iter_denoise(volume, model, config=config))  # cold: first use of these shapes
     cold = time.perf_counter() - t0
@@ -106,6 +109,7 @@ def timed_inference(volume, model, **changes) -> dict[str, Any]:
         "mvox_per_s": volume.size / seconds / 1e6,
         "peak_anon_mb": rss.peaks["anon"],
         "anon_at_start_mb": start_anon,
+        "load_1min_at_start": load,
     }
 
 
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if "threads" in sections and fast is not None:
         report["threads"] = []
         config = fast.config.replace(train_steps=steps + warmup)
-        for threads in THREADS:
+        for threads in [t for _ in range(2) for t in THREADS]:  # interleaved, twice
             torch.set_num_threads(threads)
             try:
                 train = timed_training(volume, config, noise, warmup)
@@ -279,6 +283,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
                     fmt(inf["mvox_per_s"], 3),
                     f"{inf['tile']} / {inf['overlap']} / {inf['tile_batch']}",
                     f"{inf['peak_anon_mb']:.0f}",
+                    fmt(r["load_1min_at_start"], 1),
                 ]
             )
         lines.append(
@@ -295,6 +300,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
                     "inference Mvox/s",
                     "tile / overlap / batch",
                     "peak anon RSS MB",
+                    "load",
                 ],
                 rows,
             )
@@ -307,7 +313,9 @@ def render(report: dict[str, Any], mvox: float) -> str:
             "more); each setting runs twice and the second (warm) run is timed: the first use "
             "of new tensor shapes pays a one-off set-up (`cold s` in the tables below). Peak "
             "anon RSS: sampled every 20 ms during the warm run, whole process (includes torch "
-            "and the volume; the allocator may keep memory from earlier runs).",
+            "and the volume; the allocator may keep memory from earlier runs). `load`: the "
+            "1-minute load average when the measurement started (2 cores: above ~2 the "
+            "machine was shared and that row is slower than the machine can do).",
         ]
     if report.get("gan"):
         g = report["gan"]
@@ -342,6 +350,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
                 fmt(r["seconds"], 1),
                 fmt(r["mvox_per_s"], 3),
                 f"{r['peak_anon_mb']:.0f}",
+                fmt(r["load_1min_at_start"], 1),
             ]
             for r in report["tiles"]
         ]
@@ -356,6 +365,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
                     "s",
                     "Mvox/s",
                     "peak anon RSS MB",
+                    "load",
                 ],
                 rows,
             )
@@ -369,11 +379,14 @@ def render(report: dict[str, Any], mvox: float) -> str:
                 fmt(r["seconds"], 1),
                 fmt(r["mvox_per_s"], 3),
                 f"{r['peak_anon_mb']:.0f}",
+                fmt(r["load_1min_at_start"], 1),
             ]
             for r in report["batch"]
         ]
         lines.append(
-            markdown_table(["tile batch", "cold s", "s", "Mvox/s", "peak anon RSS MB"], rows)
+            markdown_table(
+                ["tile batch", "cold s", "s", "Mvox/s", "peak anon RSS MB", "load"], rows
+            )
         )
     if report.get("threads"):
         lines += ["", "## torch CPU threads (fast preset)", ""]
@@ -383,13 +396,19 @@ def render(report: dict[str, Any], mvox: float) -> str:
                 fmt(r["step_s"]),
                 fmt(r["steps_per_s"], 3),
                 fmt(r["inference"]["mvox_per_s"], 3),
+                fmt(r["load_1min_at_start"], 1),
             ]
             for r in report["threads"]
         ]
-        lines.append(markdown_table(["threads", "s / step", "steps / s", "inference Mvox/s"], rows))
+        lines.append(
+            markdown_table(["threads", "s / step", "steps / s", "inference Mvox/s", "load"], rows)
+        )
         lines += [
             "",
-            "With other work on the same cores, 2 threads gain less than on an idle machine.",
+            "Interleaved 1, 2, 1, 2 so that a change of load hits both settings. On cores "
+            "shared with other busy processes, two torch threads can be much slower than one "
+            "(threads wait for each other at every parallel region); on an idle machine two "
+            "are faster.",
         ]
     lines.append("")
     return "\n".join(lines)
