@@ -82,3 +82,20 @@ def test_failed_streaming_write_leaves_no_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises((InputError, OutputError)):
         write_mrc(tmp_path / "file" / "out.mrc", np.zeros((16, 16, 16)))
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.0), (1e-3, 1e4), (1e30, 3e30)])
+def test_header_statistics_match_the_data(tmp_path, monkeypatch, scale, offset):
+    """Computed slab by slab (several slabs here), they equal numpy's on the whole volume."""
+    import napari_nmsg.io
+
+    monkeypatch.setattr(napari_nmsg.io, "_STATS_VOXELS", 700)
+    data = np.random.default_rng(0).normal(size=(9, 20, 30)) * scale + offset
+    data = data.astype(np.float32)
+    with mrc_output(tmp_path / "out.mrc", data.shape) as out:
+        out[:] = data
+    with mrcfile.open(tmp_path / "out.mrc") as mrc:
+        header = mrc.header
+        assert float(header.dmin) == data.min() and float(header.dmax) == data.max()
+        np.testing.assert_allclose(float(header.dmean), data.mean(dtype=np.float64), rtol=1e-6)
+        np.testing.assert_allclose(float(header.rms), data.std(dtype=np.float64), rtol=1e-5)

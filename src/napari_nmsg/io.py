@@ -19,11 +19,13 @@ from typing import Any
 import mrcfile
 import numpy as np
 
+from .engine.mapped_pages import release_mapped_pages
 from .errors import InputError, OutputError
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
 TIFF_SUFFIXES = (".tif", ".tiff")
 MODEL_SUFFIXES = (".pt", ".pth")
+_STATS_VOXELS = 1 << 23  # voxels per slab when computing header statistics
 
 
 @dataclass
@@ -167,7 +169,29 @@ def _set_mrc_metadata(
     mrc.header.origin = (origin[2], origin[1], origin[0])
     for label in labels:
         mrc.add_label(label[:80])
-    mrc.update_header_stats()
+    _update_header_stats(mrc)
+
+
+def _update_header_stats(mrc: mrcfile.mrcfile.MrcFile) -> None:
+    """Header min / max / mean / rms, computed slab by slab.
+
+    mrcfile's ``update_header_stats`` makes full-size temporaries (``std``), which for a
+    multi-GB memory-mapped output would cost that much RAM at the very end of a run.
+    """
+    data = mrc.data
+    step = max(1, _STATS_VOXELS // max(1, data[0].size))
+    lo, hi, total, squares, shift = np.inf, -np.inf, 0.0, 0.0, None
+    for z in range(0, len(data), step):
+        slab = np.array(data[z : z + step], dtype=np.float64).ravel()
+        lo, hi = min(lo, slab.min()), max(hi, slab.max())
+        shift = slab.mean() if shift is None else shift  # keeps the variance sum exact
+        slab -= shift
+        total += slab.sum()
+        squares += float(np.dot(slab, slab))
+        release_mapped_pages(data)
+    mean = total / data.size
+    mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, shift + mean
+    mrc.header.rms = np.sqrt(max(squares / data.size - mean * mean, 0.0))
 
 
 def write_mrc(

@@ -43,7 +43,7 @@ class NMSGConfig:
     guidance_sigma: float = 1.5
     sparsity_sigma: float = 3.0
     # inference
-    amp: bool = False  # mixed precision (float16) inference on CUDA
+    amp: bool = False  # mixed-precision inference: float16 on CUDA, bfloat16 on CPU
     tile: int = 64
     overlap: int = 16  # clamped to half a tile
     tile_batch: int = 2

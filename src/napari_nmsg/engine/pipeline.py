@@ -6,6 +6,7 @@ Front ends (CLI, napari widget, Dask tasks) drive these; they yield ``Progress``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..errors import InputError
 from .config import NMSGConfig
 from .device import resolve_device
 from .events import Event, EventStream, Preview, Progress
+from .mapped_pages import release_mapped_pages
 from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
 from .noise_model import (
@@ -78,16 +80,21 @@ def _iter_learn_noise(source: NormalisedVolume, config: NMSGConfig) -> EventStre
     )
 
 
+# Mixed-precision inference per device; the residual is added to the float32 input, so
+# only the predicted correction is rounded (bfloat16 on CPUs: native on AMX / AVX512-BF16).
+_AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
+
+
 def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     """The inference function for the model's pairing (``f(y)`` or Noisier2Noise)."""
     net = model.denoiser.to(device).eval()
     noise = model.noise_model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(model.config.seed)
-    amp = device.type == "cuda" and model.config.amp
+    amp_dtype = _AMP_DTYPES.get(device.type) if model.config.amp else None
 
     @torch.inference_mode()
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             if model.config.pairing != "noisier2noise":
                 return net(batch).float()
             total = torch.zeros_like(batch)
@@ -213,6 +220,7 @@ def iter_denoise(
         wedge_axis=config.wedge_axis,
         amp=config.amp,
     )
+    model = dataclasses.replace(model, config=inference)  # the predictor reads amp from it
     source = prepare_volume(volume, inference)
     if out is None:
         out = np.empty(volume.shape, dtype=np.float32)
@@ -223,6 +231,8 @@ def iter_denoise(
 
     def write(z: slice, values: np.ndarray) -> None:
         target[z] = source.to_raw_scale(values)
+        release_mapped_pages(out)  # bounds RSS when streaming multi-GB memory maps
+        release_mapped_pages(volume)
 
     tile, batch = inference.tile, inference.tile_batch
     multiple = model.denoiser.multiple

@@ -1,9 +1,9 @@
 """Tiled, blended inference that reads and writes a Z-row of tiles at a time.
 
 Tiles overlap and are blended with weights that ramp down towards tile borders, so no seams
-show. Only one row of tiles along the thickness axis is held in memory: a row's finished
-slices are flushed to the (possibly memory-mapped) output before the next row starts, which
-bounds RAM for multi-GB tomograms.
+show. Only one row of tiles along the thickness axis is held in memory (one accumulator of
+tile × Y × X floats): a row's finished slices are flushed to the (possibly memory-mapped)
+output before the next row starts, which bounds RAM for multi-GB tomograms.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 from .events import EventStream, Progress
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+_FLUSH_BYTES = 64 * 2**20  # finished planes are normalised and written in chunks this big
 
 
 class VolumeSource(Protocol):
@@ -76,6 +78,15 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.maximum(weights, 1e-3)
 
 
+def coverage(length: int, window: np.ndarray, starts: list[int]) -> np.ndarray:
+    """Sum of the 1D blend windows placed at ``starts``, clipped to ``[0, length)``."""
+    total = np.zeros(length, dtype=np.float32)
+    for start in starts:
+        n = min(len(window), length - start)
+        total[start : start + n] += window[:n]
+    return total
+
+
 def _read_padded(source: VolumeSource, corner: tuple[int, ...], size: tuple[int, ...]):
     region = tuple(
         slice(c, min(c + t, s)) for c, t, s in zip(corner, size, source.shape, strict=True)
@@ -104,26 +115,43 @@ def iter_predict_tiled(
     device: torch.device,
     stage: str = "denoise",
 ) -> EventStream[None]:
-    """Predict ``source`` tile by tile; ``write(z_slice, block)`` receives finished slabs."""
+    """Predict ``source`` tile by tile; ``write(z_slice, block)`` receives finished slabs.
+
+    ``block`` is a view into a reused buffer: ``write`` must copy what it keeps.
+    """
     shape = source.shape
     size = tile_sizes(shape, tile, multiple)
     overlaps = [min(overlap, t // 2) for t in size]
     starts = [tile_starts(s, t, o) for s, t, o in zip(shape, size, overlaps, strict=True)]
     w = [blend_window(t, o) for t, o in zip(size, overlaps, strict=True)]
     weights = w[0][:, None, None] * w[1][None, :, None] * w[2][None, None, :]
+    # The tiles form a full grid and the weights are separable, so the weight sum is the
+    # outer product of three 1D coverages: no volume-sized weight accumulator is needed.
+    cover = [
+        coverage(n, window, axis_starts)
+        for n, window, axis_starts in zip(shape, w, starts, strict=True)
+    ]
+    plane_cover = np.outer(cover[1], cover[2])
     acc = np.zeros((size[0], shape[1], shape[2]), dtype=np.float32)
-    wsum = np.zeros_like(acc)
+    planes_per_write = max(1, _FLUSH_BYTES // max(1, acc[0].nbytes))
     base = 0
     plane_tiles = list(product(starts[1], starts[2]))
     total = len(starts[0]) * len(plane_tiles)
     done = 0
 
     def flush(upto: int) -> None:
+        """Normalise and write planes ``[base, upto)`` in place, then shift the rest down."""
         nonlocal base
         n = upto - base
-        write(slice(base, upto), acc[:n] / wsum[:n])
-        acc[:-n], wsum[:-n] = acc[n:].copy(), wsum[n:].copy()
-        acc[-n:], wsum[-n:] = 0.0, 0.0
+        for first in range(0, n, planes_per_write):
+            last = min(n, first + planes_per_write)
+            block = acc[first:last]
+            block /= cover[0][base + first : base + last, None, None]
+            block /= plane_cover
+            write(slice(base + first, base + last), block)
+        for i in range(len(acc) - n):  # plane by plane: no temporary copy of the row
+            acc[i] = acc[i + n]
+        acc[len(acc) - n :] = 0.0
         base = upto
 
     for z in starts[0]:
@@ -138,7 +166,6 @@ def iter_predict_tiled(
             for (y, x), out, ext in zip(group, outputs, extents, strict=True):
                 sub = (slice(0, ext[0]), slice(0, ext[1]), slice(0, ext[2]))
                 acc[sub[0], y : y + ext[1], x : x + ext[2]] += (out * weights)[sub]
-                wsum[sub[0], y : y + ext[1], x : x + ext[2]] += weights[sub]
             done += len(group)
             yield Progress(stage, done, total)
     flush(shape[0])

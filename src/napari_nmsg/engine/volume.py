@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import InputError
+from .mapped_pages import release_mapped_pages
 
 MIN_EXTENT = 16
 _CHUNK_VOXELS = 1 << 24  # ~64 MB of float32 per pass over a big volume
@@ -57,6 +58,7 @@ def validate_volume(array: np.ndarray) -> None:
         bad += int(finite.size - finite.sum())
         if finite.any():
             lo, hi = min(lo, chunk[finite].min()), max(hi, chunk[finite].max())
+        release_mapped_pages(array)
     if bad:
         raise InputError(f"volume has {bad} NaN/Inf voxels; fix or mask them before denoising")
     if hi - lo <= 0 or not np.isfinite(hi - lo):
@@ -79,7 +81,11 @@ def fit_normalisation(
         values = np.asarray(array, dtype=np.float64).ravel()
     else:
         idx = np.sort(rng.choice(n, size=sample, replace=False))
-        values = np.asarray(array.reshape(-1)[idx], dtype=np.float64)
+        flat = array.reshape(-1)
+        values = np.empty(sample, dtype=np.float64)
+        for part in np.array_split(np.arange(sample), 16):  # sorted: 1/16 of a file each
+            values[part] = flat[idx[part]]
+            release_mapped_pages(array)
     median = float(np.median(values))
     scale = 1.4826 * float(np.median(np.abs(values - median)))
     if not scale > 0:

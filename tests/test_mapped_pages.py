@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from napari_nmsg.engine.mapped_pages import release_mapped_pages
+from napari_nmsg.io import read_volume, write_mrc
+
+pytestmark = pytest.mark.skipif(
+    not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/status"
+)
+
+
+def _rss_file_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_released_pages_leave_rss_and_data_stays(tmp_path):
+    volume = np.random.default_rng(0).normal(size=(64, 512, 512)).astype(np.float32)  # 64 MB
+    write_mrc(tmp_path / "big.mrc", volume)
+    mapped = read_volume(tmp_path / "big.mrc").data
+    before = _rss_file_mb()
+    checksum = float(mapped.sum(dtype=np.float64))  # touches every page
+    assert _rss_file_mb() - before > 50
+    assert release_mapped_pages(mapped[3:5])  # any view of the mapping releases all of it
+    assert _rss_file_mb() - before < 10
+    assert float(mapped.sum(dtype=np.float64)) == checksum
+
+
+def test_written_pages_survive_release(tmp_path):
+    out = np.lib.format.open_memmap(tmp_path / "o.npy", mode="w+", dtype=np.float32,
+                                    shape=(8, 256, 256))  # fmt: skip
+    out[:] = 7.0
+    assert release_mapped_pages(out)
+    assert float(out.min()) == float(out.max()) == 7.0
+    del out
+    assert float(np.load(tmp_path / "o.npy").mean()) == 7.0
+
+
+def test_ignores_plain_and_copy_on_write_arrays(tmp_path):
+    assert not release_mapped_pages(np.zeros(10))
+    np.save(tmp_path / "a.npy", np.zeros((4, 1024), np.float32))
+    private = np.load(tmp_path / "a.npy", mmap_mode="c")
+    private[:] = 3.0
+    assert not release_mapped_pages(private)
+    assert float(private.min()) == 3.0
