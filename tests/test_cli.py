@@ -94,3 +94,11 @@ def test_every_command_has_help(capsys):
             main([command, "--help"])
         assert exc.value.code == 0
         assert "usage: nmsg" in capsys.readouterr().out
+
+
+def test_amp_flag_reaches_the_config_and_defaults_to_the_preset():
+    from napari_nmsg.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["denoise", "a.mrc", "-o", "b.mrc", "--amp"])).amp
+    assert not config_from_args(parser.parse_args(["denoise", "a.mrc", "-o", "b.mrc"])).amp

@@ -123,3 +123,16 @@ def test_amp_override_switches_cpu_inference_to_bfloat16():
     change = np.abs(full - raw).mean()
     assert not np.array_equal(full, mixed)
     assert np.abs(full - mixed).mean() < 0.05 * change  # bfloat16 rounds only the correction
+
+
+def test_input_is_released_once_per_band_of_tiles():
+    raw = np.random.default_rng(6).normal(size=(40, 40, 40)).astype(np.float32)
+    source = NormalisedVolume(raw, fit_normalisation(raw))
+    calls = []
+    run_events(
+        iter_predict_tiled(
+            lambda x: x, source, lambda z, block: None, tile=16, overlap=4, batch=3,
+            multiple=4, device=torch.device("cpu"), release_input=lambda: calls.append(1),
+        )
+    )  # fmt: skip
+    assert len(calls) == 3 * 3  # 3 rows of tiles along Z × 3 bands along Y (starts 0, 12, 24)

@@ -137,10 +137,21 @@ def test_presets_fill_advanced_fields_and_settings_reach_the_config(setup):
     widget.fields["lambda_grad"].setValue(0.1)
     widget.fields["lambda_gui"].setValue(0.5)
     widget.fields["wedge_axis"].setCurrentText("1 (Y)")
+    assert not widget.config().amp
+    widget.fields["amp"].setCurrentText("on (bfloat16 CPU / float16 CUDA)")
     widget.seed_spin.setValue(7)
     config = widget.config()
-    assert (config.crop, config.train_steps, config.seed) == (48, quality_steps, 7)
-    assert (config.lambda_grad, config.lambda_gui, config.wedge_axis) == (0.1, 0.5, 1)
+    assert (config.crop, config.train_steps, config.seed) == (
+        PRESETS["quality"]["crop"],
+        quality_steps,
+        7,
+    )
+    assert (config.lambda_grad, config.lambda_gui, config.wedge_axis, config.amp) == (
+        0.1,
+        0.5,
+        1,
+        True,
+    )
     widget.fields["crop"].setValue(42)  # not a multiple of 2**depth = 4
     with pytest.raises(ValueError, match="crop=42"):
         widget.config()

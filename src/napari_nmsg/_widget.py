@@ -69,6 +69,9 @@ NOISE_FIELDS = (
     "gan_width",
 )
 WEDGE_CHOICES = {"auto (thinnest axis)": None, "0 (Z)": 0, "1 (Y)": 1, "2 (X)": 2}
+AMP_CHOICES = {"off (float32)": False, "on (bfloat16 CPU / float16 CUDA)": True}
+# Combo boxes whose labels stand for non-string config values
+CHOICE_VALUES: dict[str, dict[str, Any]] = {"wedge_axis": WEDGE_CHOICES, "amp": AMP_CHOICES}
 TASK_LABELS = {"learn": "Learn noise", "denoise": "Denoise"}
 USER_ERRORS = (InputError, OutputError, ValueError)
 _DENOISE_REFRESH_S = 0.5  # redraw the output layer at most this often while tiles arrive
@@ -102,6 +105,12 @@ ADVANCED = (
     _Field("lambda_gui", "λ guidance", 0, 100, 0.05, "Weight of the smooth-guidance term"),
     _Field("tile", "Tile size (voxels)", 16, 1024, 16, "Inference tile edge"),
     _Field("overlap", "Tile overlap (voxels)", 0, 512, 4, "Blended overlap between tiles"),
+    _Field(
+        "amp",
+        "Mixed precision",
+        tooltip="Faster inference (about 2x on CPUs with AMX / AVX512-BF16); same PSNR measured",
+        choices=tuple(AMP_CHOICES),
+    ),
     _Field(
         "wedge_axis",
         "Wedge (beam) axis",
@@ -294,8 +303,8 @@ class NMSGWidget(QWidget):
         for spec in ADVANCED:
             value = getattr(config, spec.name)
             widget = self.fields[spec.name]
-            if spec.name == "wedge_axis":
-                label = next(k for k, v in WEDGE_CHOICES.items() if v == value)
+            if spec.name in CHOICE_VALUES:
+                label = next(k for k, v in CHOICE_VALUES[spec.name].items() if v == value)
                 widget.setCurrentText(label)
             elif spec.choices:
                 widget.setCurrentText(str(value))
@@ -307,8 +316,8 @@ class NMSGWidget(QWidget):
         values: dict[str, Any] = {}
         for spec in ADVANCED:
             widget = self.fields[spec.name]
-            if spec.name == "wedge_axis":
-                values[spec.name] = WEDGE_CHOICES[widget.currentText()]
+            if spec.name in CHOICE_VALUES:
+                values[spec.name] = CHOICE_VALUES[spec.name][widget.currentText()]
             elif spec.choices:
                 values[spec.name] = widget.currentText()
             else:

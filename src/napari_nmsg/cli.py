@@ -76,6 +76,13 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lambda-gui", type=float, help="guidance loss weight")
     group.add_argument("--tile", type=int, help="inference tile size (voxels)")
     group.add_argument("--overlap", type=int, help="inference tile overlap (voxels)")
+    group.add_argument(
+        "--amp",
+        action="store_true",
+        default=None,
+        help="mixed-precision inference (bfloat16 on CPU, float16 on CUDA): ~2x faster on "
+        "CPUs with AMX/AVX512-BF16, same PSNR in the benchmark",
+    )
     group.add_argument("--wedge-axis", type=int, choices=[0, 1, 2], help="thickness axis")
 
 
@@ -83,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> NMSGConfig:
     names = [
         "seed", "device", "train_steps", "gan_steps", "noise_model", "pairing", "crop",
         "unet_width", "unet_depth", "lambda_grad", "lambda_gui", "tile", "overlap",
-        "wedge_axis",
+        "wedge_axis", "amp",
     ]  # fmt: skip
     return NMSGConfig.preset(args.preset, **{n: getattr(args, n) for n in names})
 

@@ -232,7 +232,6 @@ def iter_denoise(
     def write(z: slice, values: np.ndarray) -> None:
         target[z] = source.to_raw_scale(values)
         release_mapped_pages(out)  # bounds RSS when streaming multi-GB memory maps
-        release_mapped_pages(volume)
 
     tile, batch = inference.tile, inference.tile_batch
     multiple = model.denoiser.multiple
@@ -247,6 +246,7 @@ def iter_denoise(
                 batch=batch,
                 multiple=multiple,
                 device=device,
+                release_input=lambda: release_mapped_pages(volume),
             )
             return out
         except torch.cuda.OutOfMemoryError:

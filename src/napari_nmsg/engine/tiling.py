@@ -114,10 +114,13 @@ def iter_predict_tiled(
     multiple: int,
     device: torch.device,
     stage: str = "denoise",
+    release_input: Callable[[], None] | None = None,
 ) -> EventStream[None]:
     """Predict ``source`` tile by tile; ``write(z_slice, block)`` receives finished slabs.
 
     ``block`` is a view into a reused buffer: ``write`` must copy what it keeps.
+    ``release_input`` is called whenever the tiles move on to a new band along Y, when the
+    input pages read so far will not be needed again soon (memory-mapped input).
     """
     shape = source.shape
     size = tile_sizes(shape, tile, multiple)
@@ -154,10 +157,14 @@ def iter_predict_tiled(
         acc[len(acc) - n :] = 0.0
         base = upto
 
+    band = None
     for z in starts[0]:
         if z > base:
             flush(z)
         for group in _batches(plane_tiles, batch):
+            if release_input is not None and (z, group[0][0]) != band:
+                release_input()
+                band = (z, group[0][0])
             blocks, extents = zip(
                 *(_read_padded(source, (z, y, x), size) for y, x in group), strict=True
             )
