@@ -18,10 +18,11 @@ def small_tomogram():
 
 @pytest.fixture
 def tiny_config() -> NMSGConfig:
-    """Settings that exercise every stage in about a second."""
+    """Settings that exercise every stage (the GAN too) in about a second."""
     return NMSGConfig(
-        train_steps=4, gan_steps=2, gan_batch=4, crop=16, tile=16, overlap=4, preview_every=2
-    )
+        noise_model="gan", train_steps=4, gan_steps=2, gan_batch=4, crop=16, tile=16,
+        overlap=4, preview_every=2,
+    )  # fmt: skip
 
 
 @pytest.fixture
