@@ -385,7 +385,8 @@ def render(report: dict[str, Any]) -> str:
             planes = report["shape"][1] * report["shape"][2]
             tile = min(report["tile"], min(report["shape"]))
             row_buffer = tile * planes * 4 / 2**20
-            flush = 2 * min(64 * 2**20, planes * 4) / 2**20 + planes * 4 / 2**20
+            chunk = max(1, 64 * 2**20 // (planes * 4)) * planes * 4  # the engine's flush chunk
+            flush = (2 * chunk + planes * 4) / 2**20
             verdict = {
                 "rss": big["peak_rss_mb"] <= limit,
                 "anon": big["peak_anon_mb"] <= limit,

@@ -62,7 +62,7 @@ CASE_NOTES = {
     "thick": "128³, SNR 0.1, thicker specimen (slab 70 %: less empty ice for noise patches)",
     "aniso": "128³, SNR 0.1, ±45° tilts (bigger missing wedge), defocus 5 µm",
 }
-QUICK = {"cases": ["quick-96"], "steps": 20, "gan_steps": 3, "curve_points": 2}
+QUICK = {"cases": ["quick-96"], "steps": 300, "gan_steps": 20, "curve_points": 2}
 FULL = {"cases": ["snr0.1", "snr0.05", "thick", "aniso"], "curve_points": 6}
 
 

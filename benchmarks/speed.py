@@ -35,13 +35,20 @@ from _common import (
 )
 
 MODES = {
-    "quick": {"shape": (64, 128, 128), "steps": 3, "warmup": 1, "gan_steps": 3},
-    "full": {"shape": (128, 256, 256), "steps": 10, "warmup": 2, "gan_steps": 10},
+    "quick": {"shape": (64, 128, 128), "steps": 3, "warmup": 1, "gan_steps": 3, "amp_steps": 300},
+    "full": {
+        "shape": (128, 256, 256),
+        "steps": 10,
+        "warmup": 2,
+        "gan_steps": 10,
+        "amp_steps": 800,
+    },
 }
 TILES = (32, 48, 64, 96)
 OVERLAPS = (8, 16)
 BATCHES = (1, 2, 4, 8)
 THREADS = (1, 2)
+AMP_TILES = ((64, 16), (128, 16))
 
 
 def timed_training(volume, config, noise, warmup: int) -> dict[str, Any]:
@@ -73,10 +80,14 @@ def timed_training(volume, config, noise, warmup: int) -> dict[str, Any]:
     }
 
 
-def timed_inference(volume, model, **changes) -> dict[str, Any]:
-    """Denoise the whole volume with inference settings ``changes``; Mvox/s and memory."""
+def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
+    """Denoise the whole volume with inference settings ``changes``; Mvox/s and memory.
+
+    With the noiseless ``target`` the output's PSNR is reported too.
+    """
     from napari_nmsg.engine import iter_denoise, run_events
     from napari_nmsg.engine.tiling import tile_sizes, tile_starts
+    from napari_nmsg.metrics import psnr
 
     config = model.config.replace(**changes)
     shape = volume.shape
@@ -96,9 +107,11 @@ def timed_inference(volume, model, **changes) -> dict[str, Any]:
     with RssSampler(0.02) as rss:
         start_anon = rss.peaks["anon"]
         t0 = time.perf_counter()
-        run_events(iter_denoise(volume, model, config=config))
+        output = run_events(iter_denoise(volume, model, config=config))
         seconds = time.perf_counter() - t0
     return {
+        "amp": config.amp,
+        "psnr": None if target is None else psnr(output, target),
         "tile": config.tile,
         "overlap": config.overlap,
         "tile_batch": config.tile_batch,
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="bigger volume, more steps")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--sections", default="presets,gan,tiles,batch,threads")
+    p.add_argument("--sections", default="presets,gan,amp,tiles,batch,threads")
     args = p.parse_args(argv)
 
     import torch
@@ -162,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"mode": mode, "settings": settings, "machine": info}
     shape = settings["shape"]
     log(f"simulating {shape}", start)
-    volume = simulate_tomogram(shape, snr=0.1, seed=0).noisy
+    sim = simulate_tomogram(shape, snr=0.1, seed=0)
+    volume = sim.noisy
     mvox = volume.size / 1e6
     steps, warmup = settings["steps"], settings["warmup"]
     base = NMSGConfig.preset("fast", device=args.device, noise_model="spectral")
@@ -203,13 +217,35 @@ def main(argv: list[str] | None = None) -> int:
             save()
 
     if "gan" in sections:
-        config = NMSGConfig.preset("fast", device=args.device, gan_steps=settings["gan_steps"])
+        config = NMSGConfig.preset(
+            "fast", device=args.device, noise_model="gan", gan_steps=settings["gan_steps"]
+        )
         log(f"GAN noise model: {config.gan_steps} steps", start)
         report["gan"] = timed_gan(volume, config)
         report["gan"]["preset_gan_steps"] = {
             n: NMSGConfig.preset(n).gan_steps for n in ("fast", "balanced", "quality")
         }
         log(f"GAN: {report['gan']['mean_step_s']:.1f} s/step", start)
+        save()
+
+    if "amp" in sections:
+        config = NMSGConfig.preset(
+            "fast", device=args.device, noise_model="spectral", train_steps=settings["amp_steps"]
+        )
+        log(f"mixed precision: training the fast U-Net for {config.train_steps} steps", start)
+        trained = timed_training(volume, config, noise, warmup)["model"]
+        report["amp"] = []
+        for tile, overlap in AMP_TILES:
+            for amp in (False, True):
+                row = timed_inference(
+                    volume, trained, sim.target, tile=tile, overlap=overlap, amp=amp
+                )
+                report["amp"].append(row)
+                log(
+                    f"tile {tile}/{overlap} amp {amp}: {row['mvox_per_s']:.3f} Mvox/s, "
+                    f"PSNR {row['psnr']:.3f} dB",
+                    start,
+                )
         save()
 
     fast = models.get("fast")
@@ -316,6 +352,35 @@ def render(report: dict[str, Any], mvox: float) -> str:
             "and the volume; the allocator may keep memory from earlier runs). `load`: the "
             "1-minute load average when the measurement started (2 cores: above ~2 the "
             "machine was shared and that row is slower than the machine can do).",
+        ]
+    if report.get("amp"):
+        rows = [
+            [
+                r["tile"],
+                r["overlap"],
+                "bfloat16 (CPU) / float16 (CUDA)" if r["amp"] else "float32",
+                fmt(r["cold_seconds"], 1),
+                fmt(r["seconds"], 2),
+                fmt(r["mvox_per_s"], 3),
+                fmt(r["psnr"], 3),
+                fmt(r["load_1min_at_start"], 1),
+            ]
+            for r in report["amp"]
+        ]
+        lines += [
+            "",
+            "## Mixed-precision inference (`amp`, fast U-Net trained "
+            f"{s.get('amp_steps', '?')} steps)",
+            "",
+            markdown_table(
+                ["tile", "overlap", "precision", "cold s", "s", "Mvox/s", "PSNR dB", "load"],
+                rows,
+            ),
+            "",
+            "PSNR of the denoised volume against the simulation's noiseless target: mixed "
+            "precision rounds only the predicted correction (it is added to the float32 "
+            "input). The speed-up needs native bfloat16 in the CPU (AMX or AVX512-BF16); "
+            "without it autocast may be slower, which is why `amp` is off by default.",
         ]
     if report.get("gan"):
         g = report["gan"]

@@ -6,7 +6,7 @@ an end-to-end check. Needs a display; on a headless machine::
 
     xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python docs/make_screenshot.py
 
-A few minutes on two CPU cores with the defaults (the fast preset's 300 steps).
+About two minutes on two CPU cores with the defaults (the fast preset as shipped).
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, default=HERE / "screenshot.png")
     parser.add_argument("--size", type=int, default=64, help="edge of the simulated cube")
-    parser.add_argument("--steps", type=int, default=300, help="denoiser training steps")
-    parser.add_argument("--gan-steps", type=int, default=30, help="noise GAN steps")
+    parser.add_argument("--steps", type=int, help="denoiser training steps (default: preset)")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
         "--noise-shot", type=Path, default=None, help="also save the view after Learn noise"
@@ -63,9 +62,9 @@ def main() -> None:
         viewer.add_image(truth[0], **truth[1])
     _, widget = viewer.window.add_plugin_dock_widget("napari-nmsg", "NMSG denoising")
     widget.preset_combo.setCurrentText("fast")
-    widget.fields["train_steps"].setValue(args.steps)
-    widget.fields["gan_steps"].setValue(args.gan_steps)
-    widget.fields["preview_every"].setValue(max(1, args.steps // 6))
+    if args.steps:
+        widget.fields["train_steps"].setValue(args.steps)
+    widget.fields["preview_every"].setValue(max(1, widget.fields["train_steps"].value() // 6))
     viewer.dims.set_point(0, raw.data.shape[0] // 2 * raw.scale[0])
 
     for name, start in (("Learn noise", widget.learn_noise), ("Denoise", widget.denoise)):
