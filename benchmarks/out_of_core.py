@@ -20,7 +20,7 @@ depth-1 width-4 U-Net runs under 1 Mvox/s (3D convolutions with few channels are
 the 2 GiB run defaults to the engine's ``UNet3D`` at depth 0, width 2 (two 3³ convolutions
 and a 1×1 head, ~3 Mvox/s); the tiling, blending, reading and writing are the same code as
 with any U-Net, and the U-Net's own activations for one tile batch are small next to the
-engine's Z-row accumulators. The big files go to
+engine's Z-row accumulator. The big files go to
 ``--tmp`` (default: the system temporary folder) and are deleted afterwards.
 """
 

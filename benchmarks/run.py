@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,11 @@ def worker_noise(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str,
     }
 
 
-def _curve_recorder(target: np.ndarray):
-    """Event handler that turns full-volume previews into (train seconds, PSNR) points."""
+def _curve_recorder(target: np.ndarray, printer: Callable[[Any], None]):
+    """Event handler that turns full-volume previews into (train seconds, PSNR) points.
+
+    Every event is also passed on to ``printer`` (the worker's progress lines).
+    """
     from napari_nmsg.engine import Preview, Progress
     from napari_nmsg.metrics import psnr
 
@@ -222,6 +226,7 @@ def _curve_recorder(target: np.ndarray):
         print(f"    checkpoint step {step}: PSNR {value:.2f} dB after {train_s:.0f}s", flush=True)
 
     def on_event(event) -> None:
+        printer(event)
         if isinstance(event, Progress) and event.stage == "train":
             state["last_t"], state["step"] = time.perf_counter(), event.step
         elif isinstance(event, Preview):
@@ -254,14 +259,9 @@ def worker_nmsg(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, 
             return noisy.shape[0] // 2
 
     printer, _ = _timed_events()
-    curve = _curve_recorder(data["target"])
-
-    def on_event(event) -> None:
-        printer(event)
-        curve["on_event"](event)
-
+    curve = _curve_recorder(data["target"], printer)
     t0 = time.perf_counter()
-    model = run_events(iter_fit_denoiser(noisy, config, noise, position), on_event)
+    model = run_events(iter_fit_denoiser(noisy, config, noise, position), curve["on_event"])
     fit_s = time.perf_counter() - t0 - curve["eval_s"]
     t1 = time.perf_counter()
     out = run_events(iter_denoise(noisy, model), printer)
@@ -328,7 +328,7 @@ def worker_reference(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[
 
     points = spec.get("curve_points", 0)
     printer, _ = _timed_events()
-    curve = _curve_recorder(data["target"])
+    curve = _curve_recorder(data["target"], printer)
     on_checkpoint = None
     if points:
         config = config.replace(preview_every=max(1, config.train_steps // points))
@@ -339,12 +339,8 @@ def worker_reference(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[
             curve["record"](curve["step"], estimate, started)
             return ()
 
-    def on_event(event) -> None:
-        printer(event)
-        curve["on_event"](event)
-
     t0 = time.perf_counter()
-    net = run_events(iter_train(pairs, config, device, on_checkpoint), on_event)
+    net = run_events(iter_train(pairs, config, device, on_checkpoint), curve["on_event"])
     fit_s = time.perf_counter() - t0 - curve["eval_s"]
     t1 = time.perf_counter()
     out = run_events(iter_denoise(noisy, wrap(net.cpu())), printer)
