@@ -86,7 +86,12 @@ METHODS = [
     Method("nmsg", "NMSG default", "nmsg"),
     Method("nmsg-spectral", "NMSG, spectral noise model", "nmsg", {"noise_model": "spectral"}),
     Method("nmsg-gan", "NMSG, GAN noise model", "nmsg", {"noise_model": "gan"}),
-    Method("nmsg-pairs-paper", "NMSG, paper pairs f(y+n)→y, f(y)", "nmsg", {"pairing": "paper"}),
+    Method(
+        "nmsg-pairs-paper",
+        "NMSG, paper pairs f(y+n)→y, f(y)",
+        "nmsg",
+        {"pairing": "paper", "inference_pairs": 0},
+    ),
     Method(
         "nmsg-noisier2noise",
         "NMSG, Noisier2Noise pairs + correction",
@@ -100,13 +105,18 @@ METHODS = [
         "nmsg-paper",
         "NMSG as published (paper pairs + loss 1 / 0.1 / 0.5)",
         "nmsg",
-        {"pairing": "paper", **PAPER_LOSS},
+        {"pairing": "paper", "inference_pairs": 0, **PAPER_LOSS},
     ),
     Method("preset-fast", "preset fast", "preset", preset="fast"),
     Method("preset-balanced", "preset balanced", "preset", preset="balanced"),
     Method("preset-quality", "preset quality", "preset", preset="quality"),
 ]
 BY_NAME = {m.name: m for m in METHODS}
+# Other inferences of a row's trained network, reported as rows of their own
+VARIANT_LABELS = {
+    "single-pass": "one pass f(y) instead of averaged ±z pairs",
+    "halves": "inference ½(f(even) + f(odd)) at its training noise level",
+}
 CURVE_METHODS = ("nmsg", "n2n", "supervised")
 
 
@@ -236,6 +246,13 @@ def _curve_recorder(target: np.ndarray, printer: Callable[[Any], None]):
     return state
 
 
+def _save_variant(spec: dict[str, Any], name: str, volume: np.ndarray, infer_s: float):
+    """Another inference of the method's trained network, scored as its own row."""
+    path = spec["out"].replace(".npy", f"_{name}.npy")
+    np.save(path, volume)
+    return {"file": path, "infer_s": infer_s}
+
+
 def worker_nmsg(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, Any]:
     import torch
 
@@ -278,6 +295,12 @@ def worker_nmsg(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, 
     if noise is None:  # learned inside the fit (presets): its time is part of fit_s
         result["noise_in_fit"] = True
     result["peak_rss_method_mb"] = peak_rss_mb()  # before the seam controls below
+    if config.pairing == "r2r" and config.inference_pairs:
+        t2 = time.perf_counter()
+        single = run_events(iter_denoise(noisy, model, config=config.replace(inference_pairs=0)))
+        result["variants"] = {
+            "single-pass": _save_variant(spec, "single-pass", single, time.perf_counter() - t2)
+        }
     if spec.get("seam_control"):
         # the same model without blending (overlap 0), and on the whole volume in one tile
         control = run_events(iter_denoise(noisy, model, config=model.config.replace(overlap=0)))
@@ -300,7 +323,8 @@ def worker_reference(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[
     from napari_nmsg.engine.train import aligned_pairs, iter_train
     from napari_nmsg.engine.volume import NormalisedVolume, fit_normalisation
 
-    config = _config(spec).replace(pairing="r2r")  # the network is used as f(y)
+    # the network is used as f(y) (no noise model to recorrupt with)
+    config = _config(spec).replace(pairing="r2r", inference_pairs=0)
     noisy = data["noisy"]
     device = resolve_device(config.device)
     norm = fit_normalisation(noisy, config.wedge_axis, seed=config.seed)
@@ -346,7 +370,48 @@ def worker_reference(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[
     out = run_events(iter_denoise(noisy, wrap(net.cpu())), printer)
     infer_s = time.perf_counter() - t1
     np.save(spec["out"], out)
-    return {"fit_s": fit_s, "infer_s": infer_s, "curve": curve["curve"]}
+    result = {"fit_s": fit_s, "infer_s": infer_s, "curve": curve["curve"]}
+    if spec["method"] == "n2n":
+        # N2N's own way to meet its training noise level: ½(f(even) + f(odd)), each half
+        # normalised exactly as in training
+        t2 = time.perf_counter()
+        halves = [
+            _predict_normalised(wrap(net), NormalisedVolume(data[k], norm)) for k in ("even", "odd")
+        ]
+        mean = (halves[0] + halves[1]) / 2
+        result["variants"] = {
+            "halves": _save_variant(spec, "halves", mean, time.perf_counter() - t2)
+        }
+    return result
+
+
+def _predict_normalised(model, source) -> np.ndarray:
+    """Tiled f(x) of an already normalised source, back in raw units."""
+    from napari_nmsg.engine import resolve_device, run_events
+    from napari_nmsg.engine.pipeline import make_predictor
+    from napari_nmsg.engine.tiling import iter_predict_tiled
+    from napari_nmsg.engine.volume import canonical_view
+
+    config = model.config
+    device = resolve_device(config.device)
+    out = np.empty(source.raw.shape, dtype=np.float32)
+    view = canonical_view(out, source.normalisation.wedge_axis)
+
+    def write(z: slice, values: np.ndarray) -> None:
+        view[z] = source.to_raw_scale(values)
+
+    tiles = iter_predict_tiled(
+        make_predictor(model, device),
+        source,
+        write,
+        tile=config.tile,
+        overlap=config.overlap,
+        batch=config.tile_batch,
+        multiple=model.denoiser.multiple,
+        device=device,
+    )
+    run_events(tiles)
+    return out
 
 
 def worker_classical(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -705,6 +770,20 @@ def run_case(
                 row["ok"] = False
                 row["error"] = f"metrics: {type(exc).__name__}: {exc}"
         entry["methods"][method.name] = row
+        for variant, info in (result.get("variants") or {}).items() if result.get("ok") else ():
+            name = f"{method.name}-{variant}"
+            extra = {
+                **{k: v for k, v in row.items() if k in ("noise_s", "fit_s", "budget")},
+                "label": f"{method.label}, {VARIANT_LABELS[variant]}",
+                "ok": True,
+                "infer_s": info["infer_s"],
+                "same_network_as": method.name,
+            }
+            estimate = np.load(info["file"])
+            outputs[name] = estimate
+            extra.update(quality_metrics(estimate, target, voxel))
+            entry["methods"][name] = extra
+            log(f"[{case}] {name}: PSNR {extra['psnr']:.2f} dB", runner.start)
         if row.get("ok"):
             total = row.get("noise_s", 0) + row.get("fit_s", 0) + row.get("infer_s", 0)
             log(

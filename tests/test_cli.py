@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_nmsg.cli import main
+from napari_nmsg.engine import NMSGConfig
 
 FAST = ["--steps", "3", "--gan-steps", "1", "--crop", "16", "--tile", "16", "-q"]
 
@@ -101,4 +102,18 @@ def test_amp_flag_reaches_the_config_and_defaults_to_the_preset():
 
     parser = build_parser()
     assert config_from_args(parser.parse_args(["denoise", "a.mrc", "-o", "b.mrc", "--amp"])).amp
-    assert not config_from_args(parser.parse_args(["denoise", "a.mrc", "-o", "b.mrc"])).amp
+    args = ["denoise", "a.mrc", "-o", "b.mrc"]
+    assert config_from_args(parser.parse_args(args)).amp is None  # auto
+    assert config_from_args(parser.parse_args([*args, "--no-amp"])).amp is False
+
+
+def test_inference_pairs_option_overrides_the_preset():
+    from napari_nmsg.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    base = ["denoise", "a.mrc", "-o", "b.mrc", "--preset", "quality"]
+    preset = NMSGConfig.preset("quality").inference_pairs
+    assert config_from_args(parser.parse_args(base)).inference_pairs == preset
+    assert (
+        config_from_args(parser.parse_args([*base, "--inference-pairs", "0"])).inference_pairs == 0
+    )

@@ -1,9 +1,13 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, run_events
+from napari_nmsg.engine.device import inference_dtype, native_bfloat16_cpu
 from napari_nmsg.engine.noise_model import SpectralNoise
+from napari_nmsg.engine.pipeline import apply_symmetry, inplane_symmetry, undo_symmetry
 from napari_nmsg.engine.tiling import blend_window, iter_predict_tiled, tile_starts
 from napari_nmsg.engine.unet import UNet3D
 from napari_nmsg.engine.volume import NormalisedVolume, fit_normalisation
@@ -118,11 +122,76 @@ def test_amp_override_switches_cpu_inference_to_bfloat16():
     """``amp`` given at inference time takes effect (it once silently did not)."""
     raw = np.random.default_rng(5).normal(size=(16, 32, 32)).astype(np.float32)
     model = _random_model(2)
-    full = run_events(iter_denoise(raw, model))
+    full = run_events(iter_denoise(raw, model, config=model.config.replace(amp=False)))
     mixed = run_events(iter_denoise(raw, model, config=model.config.replace(amp=True)))
     change = np.abs(full - raw).mean()
     assert not np.array_equal(full, mixed)
     assert np.abs(full - mixed).mean() < 0.05 * change  # bfloat16 rounds only the correction
+
+
+def test_auto_mixed_precision_only_where_it_is_native():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference_dtype(cuda, None) == torch.float16
+    native = torch.bfloat16 if native_bfloat16_cpu() else None
+    assert inference_dtype(cpu, None) == native
+    assert inference_dtype(cpu, True) == torch.bfloat16
+    assert inference_dtype(cpu, False) is None and inference_dtype(cuda, False) is None
+
+
+def _noise_model(seed: int = 0) -> SpectralNoise:
+    kernel = torch.from_numpy(np.random.default_rng(seed).normal(size=(5, 5, 5)).astype(np.float32))
+    return SpectralNoise(kernel / kernel.norm())
+
+
+def test_antithetic_pairs_cancel_the_added_noise_for_a_linear_network():
+    """An untrained U-Net is the identity: ½(f(y + z) + f(y − z)) must give y back exactly,
+    which only holds if both passes of a pair share the same z."""
+    raw = np.random.default_rng(8).normal(size=(16, 32, 32)).astype(np.float32)
+    base = _random_model()
+    identity = UNet3D(depth=2, width=4).eval()
+    model = NMSGModel(base.config.replace(inference_pairs=3), _noise_model(), identity,
+                      base.normalisation)  # fmt: skip
+    out = run_events(iter_denoise(raw, model))
+    np.testing.assert_allclose(out, raw, atol=1e-4)
+
+
+@pytest.mark.parametrize("square", [True, False])
+def test_inplane_symmetries_are_distinct_and_undone(square):
+    x = torch.arange(4 * 4 * (4 if square else 6), dtype=torch.float32)
+    x = x.reshape(1, 1, 4, 4, -1)
+    count = 8 if square else 4
+    moved = []
+    for k in range(count):
+        symmetry = inplane_symmetry(k, square)
+        y = apply_symmetry(x, *symmetry)
+        assert torch.equal(undo_symmetry(y, *symmetry), x)
+        assert torch.equal(y.sum(dim=(-2, -1)), x.sum(dim=(-2, -1)))  # planes stay planes
+        moved.append(tuple(y.flatten().tolist()))
+    assert len(set(moved)) == count
+
+
+def test_inference_pairs_average_recorrupted_passes_reproducibly():
+    raw = np.random.default_rng(9).normal(size=(16, 32, 32)).astype(np.float32)
+    model = dataclasses.replace(_random_model(3), noise_model=_noise_model(1))
+    single = run_events(iter_denoise(raw, model, config=model.config.replace(inference_pairs=0)))
+    pairs = model.config.replace(inference_pairs=2)
+    first = run_events(iter_denoise(raw, model, config=pairs))
+    again = run_events(iter_denoise(raw, model, config=pairs))
+    np.testing.assert_array_equal(first, again)  # the seed fixes the recorruptions
+    assert np.abs(first - single).mean() > 1e-3 * np.abs(single - raw).mean()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pairing": "paper"}, "applied as f"),
+        ({"pairing": "noisier2noise", "inference_pairs": 0}, "inference_pairs >= 1"),
+        ({"inference_pairs": -1}, "must not be negative"),
+    ],
+)
+def test_inference_pairs_that_make_no_sense_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        NMSGConfig(**changes)
 
 
 def test_input_is_released_once_per_band_of_tiles():

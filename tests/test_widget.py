@@ -137,7 +137,9 @@ def test_presets_fill_advanced_fields_and_settings_reach_the_config(setup):
     widget.fields["lambda_grad"].setValue(0.1)
     widget.fields["lambda_gui"].setValue(0.5)
     widget.fields["wedge_axis"].setCurrentText("1 (Y)")
-    assert not widget.config().amp
+    assert widget.config().amp is None  # auto
+    assert widget.fields["inference_pairs"].value() == PRESETS["quality"]["inference_pairs"]
+    widget.fields["inference_pairs"].setValue(0)
     widget.fields["amp"].setCurrentText("on (bfloat16 CPU / float16 CUDA)")
     widget.seed_spin.setValue(7)
     config = widget.config()
@@ -152,6 +154,7 @@ def test_presets_fill_advanced_fields_and_settings_reach_the_config(setup):
         1,
         True,
     )
+    assert config.inference_pairs == 0
     widget.fields["crop"].setValue(42)  # not a multiple of 2**depth = 4
     with pytest.raises(ValueError, match="crop=42"):
         widget.config()

@@ -69,7 +69,11 @@ NOISE_FIELDS = (
     "gan_width",
 )
 WEDGE_CHOICES = {"auto (thinnest axis)": None, "0 (Z)": 0, "1 (Y)": 1, "2 (X)": 2}
-AMP_CHOICES = {"off (float32)": False, "on (bfloat16 CPU / float16 CUDA)": True}
+AMP_CHOICES = {
+    "auto (on where faster)": None,
+    "off (float32)": False,
+    "on (bfloat16 CPU / float16 CUDA)": True,
+}
 # Combo boxes whose labels stand for non-string config values
 CHOICE_VALUES: dict[str, dict[str, Any]] = {"wedge_axis": WEDGE_CHOICES, "amp": AMP_CHOICES}
 TASK_LABELS = {"learn": "Learn noise", "denoise": "Denoise"}
@@ -106,9 +110,19 @@ ADVANCED = (
     _Field("tile", "Tile size (voxels)", 16, 1024, 16, "Inference tile edge"),
     _Field("overlap", "Tile overlap (voxels)", 0, 512, 4, "Blended overlap between tiles"),
     _Field(
+        "inference_pairs",
+        "Averaged ±noise pairs",
+        0,
+        64,
+        1,
+        "Recorrupted copy pairs averaged per tile (2 passes each; 0 = one pass): "
+        "better denoising, proportionally slower inference",
+    ),
+    _Field(
         "amp",
         "Mixed precision",
-        tooltip="Faster inference (about 2x on CPUs with AMX / AVX512-BF16); same PSNR measured",
+        tooltip="Faster inference (about 2x on CUDA and CPUs with AMX / AVX512-BF16; auto "
+        "turns it on there); same PSNR measured",
         choices=tuple(AMP_CHOICES),
     ),
     _Field(

@@ -30,3 +30,25 @@ def resolve_device(name: str = "auto") -> torch.device:
             f"device {name!r} is not available here; choose one of {['auto', *available]}"
         )
     return torch.device(name)
+
+
+def native_bfloat16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX or AVX512-BF16).
+
+    Elsewhere bfloat16 autocast is emulated and can be slower than float32.
+    """
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu, torch ≥ 2.3
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def inference_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """The autocast dtype for inference, or None for float32.
+
+    ``amp=None`` (auto) turns mixed precision on where it is measured faster with the same
+    PSNR: float16 on CUDA, bfloat16 on CPUs with native support; only the predicted
+    correction is rounded, as the network adds it to its float32 input.
+    """
+    dtypes = {"cuda": torch.float16, "cpu": torch.bfloat16}
+    if amp is None:
+        amp = device.type == "cuda" or (device.type == "cpu" and native_bfloat16_cpu())
+    return dtypes.get(device.type) if amp else None

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError
 from .config import NMSGConfig
-from .device import resolve_device
+from .device import inference_dtype, resolve_device
 from .events import Event, EventStream, Preview, Progress
 from .mapped_pages import release_mapped_pages
 from .model import NMSGModel, NoiseLearning
@@ -34,7 +34,6 @@ from .unet import UNet3D
 from .volume import NormalisedVolume, canonical_view, fit_normalisation, validate_volume
 
 PreviewPosition = Callable[[], int | None]
-_NOISIER2NOISE_SAMPLES = 4
 
 
 def prepare_volume(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
@@ -80,28 +79,53 @@ def _iter_learn_noise(source: NormalisedVolume, config: NMSGConfig) -> EventStre
     )
 
 
-# Mixed-precision inference per device; the residual is added to the float32 input, so
-# only the predicted correction is rounded (bfloat16 on CPUs: native on AMX / AVX512-BF16).
-_AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
+def inplane_symmetry(k: int, square: bool) -> tuple[tuple[int, ...], int]:
+    """(flipped dims, quarter turns) of the k-th in-plane symmetry: the 8 of a square tile,
+    the 4 flips of a rectangular one; never across the wedge axis (as in training)."""
+    if square:
+        return ((-1,) if k % 2 else ()), (k // 2) % 4
+    return ((), (-1,), (-2,), (-2, -1))[k % 4], 0
+
+
+def apply_symmetry(x: torch.Tensor, flips: tuple[int, ...], turns: int) -> torch.Tensor:
+    x = x.flip(flips) if flips else x
+    return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+
+
+def undo_symmetry(x: torch.Tensor, flips: tuple[int, ...], turns: int) -> torch.Tensor:
+    x = torch.rot90(x, -turns, dims=(-2, -1)) if turns else x
+    return x.flip(flips) if flips else x
 
 
 def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
-    """The inference function for the model's pairing (``f(y)`` or Noisier2Noise)."""
+    """The inference function: ``f(y)``, or the mean over ``inference_pairs`` pairs of
+    recorrupted copies ``y ± s·z`` (antithetic: the pair cancels the first-order noise
+    term), with the Noisier2Noise correction for that pairing. Pair k is predicted under
+    the k-th in-plane symmetry, so the network's own errors average out too."""
     net = model.denoiser.to(device).eval()
     noise = model.noise_model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(model.config.seed)
-    amp_dtype = _AMP_DTYPES.get(device.type) if model.config.amp else None
+    config = model.config
+    amp_dtype = inference_dtype(device, config.amp)
+    scale = config.alpha if config.pairing == "r2r" else 1.0  # as the training pairs add it
 
     @torch.inference_mode()
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            if model.config.pairing != "noisier2noise":
-                return net(batch).float()
-            total = torch.zeros_like(batch)
-            for _ in range(_NOISIER2NOISE_SAMPLES):
-                noisier = batch + noise.sample(batch.shape[0], tuple(batch.shape[-3:]), generator)
-                total += noisier2noise_estimate(net(noisier).float(), noisier)
-            return total / _NOISIER2NOISE_SAMPLES
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = net(x).float()
+            return noisier2noise_estimate(out, x) if config.pairing == "noisier2noise" else out
+
+        if not config.inference_pairs:
+            return run(batch)
+        square = batch.shape[-1] == batch.shape[-2]
+        total = torch.zeros_like(batch)
+        for k in range(config.inference_pairs):
+            z = scale * noise.sample(batch.shape[0], tuple(batch.shape[-3:]), generator)
+            symmetry = inplane_symmetry(k, square)
+            for noisier in (batch + z, batch - z):
+                total += undo_symmetry(run(apply_symmetry(noisier, *symmetry)), *symmetry)
+        return total / (2 * config.inference_pairs)
 
     return predict
 
@@ -208,7 +232,8 @@ def iter_denoise(
 ) -> EventStream[np.ndarray]:
     """Denoise the whole volume tile by tile into ``out`` (new array, or e.g. a memmap).
 
-    ``config`` overrides inference settings (device, tile, overlap, tile_batch); a CUDA
+    ``config`` overrides inference settings (device, tile, overlap, tile_batch, amp,
+    inference_pairs); a CUDA
     out-of-memory error is retried with smaller batches, then smaller tiles.
     """
     config = config or model.config
@@ -219,8 +244,9 @@ def iter_denoise(
         tile_batch=config.tile_batch,
         wedge_axis=config.wedge_axis,
         amp=config.amp,
+        inference_pairs=config.inference_pairs,
     )
-    model = dataclasses.replace(model, config=inference)  # the predictor reads amp from it
+    model = dataclasses.replace(model, config=inference)  # the predictor reads it
     source = prepare_volume(volume, inference)
     if out is None:
         out = np.empty(volume.shape, dtype=np.float32)
