@@ -92,6 +92,7 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
     from napari_nmsg.metrics import psnr
 
     config = model.config.replace(**changes)
+    dtype = inference_dtype(resolve_device(config.device), config.amp)
     shape = volume.shape
     sizes = tile_sizes(shape, config.tile, model.denoiser.multiple)
     tiles = int(
@@ -113,7 +114,7 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
     return {
         "amp": config.amp,
-        "precision": str(inference_dtype(resolve_device(config.device), config.amp) or "float32"),
+        "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
         "inference_pairs": config.inference_pairs,
         "psnr": None if target is None else psnr(output, target),
         "tile": config.tile,
@@ -331,7 +332,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
                     f"{r['preset_train_steps']} steps ≈ {est:.0f} min",
                     fmt(r["setup_s"], 1),
                     fmt(inf["mvox_per_s"], 3),
-                    f"{inf['inference_pairs']} ({inf['precision'].removeprefix('torch.')})",
+                    f"{inf['inference_pairs']} ({inf['precision']})",
                     f"{inf['tile']} / {inf['overlap']} / {inf['tile_batch']}",
                     f"{inf['peak_anon_mb']:.0f}",
                     fmt(r["load_1min_at_start"], 1),
@@ -376,7 +377,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
             [
                 r["tile"],
                 r["overlap"],
-                r["precision"].removeprefix("torch."),
+                r["precision"],
                 fmt(r["cold_seconds"], 1),
                 fmt(r["seconds"], 2),
                 fmt(r["mvox_per_s"], 3),
@@ -406,7 +407,7 @@ def render(report: dict[str, Any], mvox: float) -> str:
             [
                 r["inference_pairs"],
                 2 * r["inference_pairs"] or 1,
-                r["precision"].removeprefix("torch."),
+                r["precision"],
                 fmt(r["seconds"], 2),
                 fmt(r["mvox_per_s"], 3),
                 fmt(r["psnr"], 3),
