@@ -376,42 +376,14 @@ def worker_reference(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[
         # normalised exactly as in training
         t2 = time.perf_counter()
         halves = [
-            _predict_normalised(wrap(net), NormalisedVolume(data[k], norm)) for k in ("even", "odd")
+            run_events(iter_denoise(data[k], wrap(net), normalisation=norm))
+            for k in ("even", "odd")
         ]
         mean = (halves[0] + halves[1]) / 2
         result["variants"] = {
             "halves": _save_variant(spec, "halves", mean, time.perf_counter() - t2)
         }
     return result
-
-
-def _predict_normalised(model, source) -> np.ndarray:
-    """Tiled f(x) of an already normalised source, back in raw units."""
-    from napari_nmsg.engine import resolve_device, run_events
-    from napari_nmsg.engine.pipeline import make_predictor
-    from napari_nmsg.engine.tiling import iter_predict_tiled
-    from napari_nmsg.engine.volume import canonical_view
-
-    config = model.config
-    device = resolve_device(config.device)
-    out = np.empty(source.raw.shape, dtype=np.float32)
-    view = canonical_view(out, source.normalisation.wedge_axis)
-
-    def write(z: slice, values: np.ndarray) -> None:
-        view[z] = source.to_raw_scale(values)
-
-    tiles = iter_predict_tiled(
-        make_predictor(model, device),
-        source,
-        write,
-        tile=config.tile,
-        overlap=config.overlap,
-        batch=config.tile_batch,
-        multiple=model.denoiser.multiple,
-        device=device,
-    )
-    run_events(tiles)
-    return out
 
 
 def worker_classical(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, Any]:

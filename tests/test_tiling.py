@@ -57,6 +57,18 @@ def _random_model(seed: int = 0) -> NMSGModel:
         np.random.default_rng(0).normal(size=(16, 16, 16)) + raw[0, 0, 0]))  # fmt: skip
 
 
+def test_denoise_uses_a_given_normalisation_instead_of_the_volumes_own():
+    """How the benchmark denoises each N2N half with the full volume's statistics."""
+    raw = np.random.default_rng(5).normal(size=(16, 32, 32)).astype(np.float32)
+    model = _random_model()
+    own = fit_normalisation(raw)
+    default = run_events(iter_denoise(raw, model))
+    np.testing.assert_array_equal(run_events(iter_denoise(raw, model, normalisation=own)), default)
+    wider = dataclasses.replace(own, scale=own.scale * 2)
+    other = run_events(iter_denoise(raw, model, normalisation=wider))
+    assert np.abs(other - default).mean() > 0.05 * np.abs(default - raw).mean()
+
+
 def test_no_seams_error_at_tile_borders_no_larger_than_inside():
     """Tiled vs one-pass prediction of a non-trivial net: differences stay tiny at seams.
 

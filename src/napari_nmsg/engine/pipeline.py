@@ -31,17 +31,28 @@ from .pairs import noisier2noise_estimate
 from .tiling import Predictor, Window, iter_predict_tiled
 from .train import iter_train, noise_model_pairs
 from .unet import UNet3D
-from .volume import NormalisedVolume, canonical_view, fit_normalisation, validate_volume
+from .volume import (
+    Normalisation,
+    NormalisedVolume,
+    canonical_view,
+    fit_normalisation,
+    validate_volume,
+)
 
 PreviewPosition = Callable[[], int | None]
 
 
-def prepare_volume(volume: np.ndarray, config: NMSGConfig) -> NormalisedVolume:
-    """Validate ``volume`` and give its normalised, wedge-axis-first view."""
+def prepare_volume(
+    volume: np.ndarray, config: NMSGConfig, normalisation: Normalisation | None = None
+) -> NormalisedVolume:
+    """Validate ``volume`` and give its normalised (by default by its own statistics),
+    wedge-axis-first view."""
     validate_volume(volume)
     if config.wedge_axis is not None and config.wedge_axis >= volume.ndim:
         raise InputError(f"wedge_axis {config.wedge_axis} does not exist in a 3D volume")
-    return NormalisedVolume(volume, fit_normalisation(volume, config.wedge_axis, seed=config.seed))
+    if normalisation is None:
+        normalisation = fit_normalisation(volume, config.wedge_axis, seed=config.seed)
+    return NormalisedVolume(volume, normalisation)
 
 
 def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
@@ -229,12 +240,15 @@ def iter_denoise(
     model: NMSGModel,
     out: np.ndarray | None = None,
     config: NMSGConfig | None = None,
+    normalisation: Normalisation | None = None,
 ) -> EventStream[np.ndarray]:
     """Denoise the whole volume tile by tile into ``out`` (new array, or e.g. a memmap).
 
     ``config`` overrides inference settings (device, tile, overlap, tile_batch, amp,
-    inference_pairs); a CUDA
-    out-of-memory error is retried with smaller batches, then smaller tiles.
+    inference_pairs); a CUDA out-of-memory error is retried with smaller batches, then
+    smaller tiles. ``normalisation`` defaults to the volume's own intensity statistics;
+    passing another volume's (e.g. the full tomogram's for one of its halves) keeps the
+    intensities the network saw in training.
     """
     config = config or model.config
     inference = model.config.replace(
@@ -247,7 +261,7 @@ def iter_denoise(
         inference_pairs=config.inference_pairs,
     )
     model = dataclasses.replace(model, config=inference)  # the predictor reads it
-    source = prepare_volume(volume, inference)
+    source = prepare_volume(volume, inference, normalisation)
     if out is None:
         out = np.empty(volume.shape, dtype=np.float32)
     if out.shape != volume.shape:
