@@ -7,7 +7,7 @@ import torch
 from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, run_events
 from napari_nmsg.engine.device import inference_dtype, native_bfloat16_cpu
 from napari_nmsg.engine.noise_model import SpectralNoise
-from napari_nmsg.engine.pipeline import apply_symmetry, inplane_symmetry, undo_symmetry
+from napari_nmsg.engine.symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
 from napari_nmsg.engine.tiling import blend_window, iter_predict_tiled, tile_starts
 from napari_nmsg.engine.unet import UNet3D
 from napari_nmsg.engine.volume import NormalisedVolume, fit_normalisation

@@ -28,6 +28,7 @@ from .noise_model import (
 )
 from .noise_patches import extract_noise_patches
 from .pairs import noisier2noise_estimate
+from .symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
 from .tiling import Predictor, Window, iter_predict_tiled
 from .train import iter_train, noise_model_pairs
 from .unet import UNet3D
@@ -88,24 +89,6 @@ def _iter_learn_noise(source: NormalisedVolume, config: NMSGConfig) -> EventStre
         real_examples=held_out,
         generated_examples=sample_patches(model, len(held_out), size, generator),
     )
-
-
-def inplane_symmetry(k: int, square: bool) -> tuple[tuple[int, ...], int]:
-    """(flipped dims, quarter turns) of the k-th in-plane symmetry: the 8 of a square tile,
-    the 4 flips of a rectangular one; never across the wedge axis (as in training)."""
-    if square:
-        return ((-1,) if k % 2 else ()), (k // 2) % 4
-    return ((), (-1,), (-2,), (-2, -1))[k % 4], 0
-
-
-def apply_symmetry(x: torch.Tensor, flips: tuple[int, ...], turns: int) -> torch.Tensor:
-    x = x.flip(flips) if flips else x
-    return torch.rot90(x, turns, dims=(-2, -1)) if turns else x
-
-
-def undo_symmetry(x: torch.Tensor, flips: tuple[int, ...], turns: int) -> torch.Tensor:
-    x = torch.rot90(x, -turns, dims=(-2, -1)) if turns else x
-    return x.flip(flips) if flips else x
 
 
 def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:

@@ -19,6 +19,7 @@ from .losses import nmsg_loss
 from .noise_amplitude import AmplitudeSource
 from .noise_model import SpectralNoise
 from .pairs import make_pair
+from .symmetry import apply_symmetry
 from .tiling import VolumeSource
 from .unet import UNet3D
 from .volume import NormalisedVolume
@@ -64,8 +65,7 @@ def augment_inplane(tensors: list[Tensor], rng: np.random.Generator) -> list[Ten
         flips = [d for d, flip in ((-2, rng.random() < 0.5), (-1, rng.random() < 0.5)) if flip]
         turns = int(rng.integers(4)) if square else 0
         for items, tensor in zip(out, tensors, strict=True):
-            sample = tensor[b].flip(flips) if flips else tensor[b]
-            items.append(torch.rot90(sample, turns, dims=(-2, -1)) if turns else sample)
+            items.append(apply_symmetry(tensor[b], tuple(flips), turns))
     return [torch.stack(items) for items in out]
 
 
