@@ -52,3 +52,13 @@ def inference_dtype(device: torch.device, amp: bool | None) -> torch.dtype | Non
     if amp is None:
         amp = device.type == "cuda" or (device.type == "cpu" and native_bfloat16_cpu())
     return dtypes.get(device.type) if amp else None
+
+
+def conv_memory_format(device: torch.device) -> torch.memory_format:
+    """The layout the 3D U-Net's weights (and so its activations) should use on ``device``.
+
+    On CPU, oneDNN's 3D convolutions ran 1.6× faster channels-last (NDHWC) than
+    contiguous, for training steps and for float32 and bfloat16 inference alike (2-core
+    Xeon, width-16 U-Net); on CUDA it is unmeasured, so the default layout stays.
+    """
+    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format

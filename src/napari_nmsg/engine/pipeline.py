@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError
 from .config import NMSGConfig
-from .device import inference_dtype, resolve_device
+from .device import conv_memory_format, inference_dtype, resolve_device
 from .events import Event, EventStream, Preview, Progress
 from .mapped_pages import release_mapped_pages
 from .model import NMSGModel, NoiseLearning
@@ -96,7 +96,7 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     recorrupted copies ``y ± s·z`` (antithetic: the pair cancels the first-order noise
     term), with the Noisier2Noise correction for that pairing. Pair k is predicted under
     the k-th in-plane symmetry, so the network's own errors average out too."""
-    net = model.denoiser.to(device).eval()
+    net = model.denoiser.to(device, memory_format=conv_memory_format(device)).eval()
     noise = model.noise_model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(model.config.seed)
     config = model.config

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import NMSGConfig
+from .device import conv_memory_format
 from .events import Event, EventStream, Progress
 from .losses import nmsg_loss
 from .noise_amplitude import AmplitudeSource
@@ -134,7 +135,8 @@ def iter_train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth).to(device)
+    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth)
+    net = net.to(device, memory_format=conv_memory_format(device))
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
