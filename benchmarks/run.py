@@ -605,7 +605,10 @@ def method_config(base, method: Method, args: argparse.Namespace, sets: dict[str
     from napari_nmsg.engine import NMSGConfig
 
     if method.kind != "preset":
-        return base.replace(**method.overrides)
+        changes = dict(method.overrides)
+        if changes.get("pairing") == "noisier2noise":  # its correction needs recorrupted copies
+            changes.setdefault("inference_pairs", max(1, base.inference_pairs))
+        return base.replace(**changes)
     reference = NMSGConfig.preset(args.preset)
     own = NMSGConfig.preset(method.preset)
     steps = max(1, round(own.train_steps * base.train_steps / reference.train_steps))

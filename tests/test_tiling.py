@@ -196,7 +196,7 @@ def test_inference_pairs_average_recorrupted_passes_reproducibly():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"pairing": "paper"}, "applied as f"),
+        ({"pairing": "paper", "inference_pairs": 1}, "applied as f"),
         ({"pairing": "noisier2noise", "inference_pairs": 0}, "inference_pairs >= 1"),
         ({"inference_pairs": -1}, "must not be negative"),
     ],
