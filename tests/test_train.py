@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import torch
+
+from napari_nmsg.engine import NMSGConfig, Progress, run_events
+from napari_nmsg.engine.train import DivergenceGuard, iter_train
+
+
+def test_guard_flags_losses_far_above_the_recent_median_and_nan():
+    guard = DivergenceGuard(factor=2.0, window=5)
+    assert not guard.diverged(100.0)  # the window is not full yet: never a divergence
+    for loss in (1.0, 1.1, 0.9, 1.0):
+        assert not guard.diverged(loss)
+    assert not guard.diverged(1.9)
+    assert guard.diverged(2.5)
+    assert guard.diverged(math.nan)
+    assert not guard.diverged(1.05)  # flagged losses did not enter the median
+
+
+def test_a_wild_batch_is_skipped_and_training_goes_on_from_the_weight_average():
+    config = NMSGConfig(unet_width=4, crop=16, train_steps=60, seed=0)
+    calls = {"n": 0}
+
+    def pairs(rng, generator):
+        calls["n"] += 1
+        x = torch.randn(2, 1, 16, 16, 16, generator=generator)
+        target = 0.5 * x + torch.randn(x.shape, generator=generator)
+        return (x * 1000 if calls["n"] == 40 else x), target, x
+
+    metrics = []
+
+    def on_event(event):
+        if isinstance(event, Progress):
+            metrics.append(event.metrics)
+
+    net = run_events(iter_train(pairs, config, torch.device("cpu")), on_event)
+    assert [m.get("rollbacks", 0) for m in metrics] == [0] * 39 + [1] * 21
+    assert metrics[-1]["loss"] < 1.5 * np.median([m["loss"] for m in metrics[20:39]])
+    assert all(torch.isfinite(p).all() for p in net.parameters())
