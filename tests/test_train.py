@@ -8,7 +8,7 @@ from napari_nmsg.engine.train import DivergenceGuard, iter_train
 
 
 def test_guard_flags_losses_far_above_the_recent_median_and_nan():
-    guard = DivergenceGuard(factor=2.0, window=5)
+    guard = DivergenceGuard(factor=2.0, window=5)  # the default factor is 10
     assert not guard.diverged(100.0)  # the window is not full yet: never a divergence
     for loss in (1.0, 1.1, 0.9, 1.0):
         assert not guard.diverged(loss)

@@ -127,16 +127,17 @@ def aligned_pairs(
 
 
 class DivergenceGuard:
-    """Tells a diverging step by its loss: more than ``factor`` × the recent median (or NaN).
+    """Tells a diverging step by its loss: over ``factor`` × the recent median, or NaN.
 
     Adam at the presets' learning rate can leave the stable region late in a long run
     (measured: a 3000-step run at lr 3e-3 went from loss 1.98 to 5·10⁷ within 50 steps
     near step 1040, and the weights never fully recovered). Clipping gradients does not
-    prevent it, because Adam rescales them; the per-step loss on 2 × 40³ crops otherwise
-    varies by a few per cent, so a factor of 2 leaves no doubt.
+    prevent it, because Adam rescales them. The factor leaves room for honest variation:
+    with a noiseless target (the benchmark's supervised row) one crop's loss reached
+    2.06× the median of the previous 25, while the divergence grew losses 100-fold.
     """
 
-    def __init__(self, factor: float = 2.0, window: int = 25):
+    def __init__(self, factor: float = 10.0, window: int = 25):
         self.factor = factor
         self.recent: deque[float] = deque(maxlen=window)
 
