@@ -125,10 +125,10 @@ class NMSGConfig:
 # fast preset buys steps with small crops and the larger presets buy more steps on 40³
 # crops. The spectral noise model beat the GAN in every side-by-side run with one pass
 # f(y) (96³ and 128³, fast and quality budgets) at a fraction of its time, so it is the
-# default; with averaged pairs the GAN led at the quality budget (README "Presets"); it
-# stays selectable (gan_steps below apply when it is chosen). Averaging f(y ± z) over recorrupted
-# pairs at inference helps the width-16 networks: quality (4 pairs) 29.60 -> 30.05 dB
-# (GAN: 29.34 -> 30.17), for 2 network passes per pair. The fast preset is a width-8 U-Net
+# default; with averaged pairs the GAN led at the quality budget once (README "Presets");
+# it stays selectable (gan_steps below apply when it is chosen). Averaging f(y ± z) over
+# recorrupted pairs at inference helps the width-16 networks: quality (4 pairs) 29.88 ->
+# 30.39 dB, for 2 network passes per pair. The fast preset is a width-8 U-Net
 # trained twice as long in the same time: its single pass f(y) matched the width-16 fast
 # net with one pair (29.00 vs 29.20 dB and 30.24 vs 30.18 on two 128³ volumes) at 3x the
 # inference speed (2.3 vs 0.7 Mvox/s), and averaging pairs did not improve it.
