@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             report["equality"] = []
             for label, depth, width in (
                 ("tiny (depth 1, width 4)", 1, 4),
-                ("fast preset (depth 2, width 16)", 2, 16),
+                ("balanced / quality presets' U-Net (depth 2, width 16)", 2, 16),
             ):
                 log(f"equality check, {label} U-Net", start)
                 model = build_model(depth, width, args.tile, args.overlap)

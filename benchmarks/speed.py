@@ -425,7 +425,8 @@ def render(report: dict[str, Any], mvox: float) -> str:
             "",
             "The network was trained on y + αz; the mean of f(y + αz) and f(y − αz) over fresh "
             "z (pair k under the k-th in-plane symmetry) estimates the denoised volume better "
-            "than one pass f(y), at 2 passes per pair. Presets: fast 1, balanced 2, quality 4.",
+            "than one pass f(y), at 2 passes per pair. Each preset's count: `± pairs` in the "
+            "presets table.",
         ]
     if report.get("gan"):
         g = report["gan"]
