@@ -64,10 +64,10 @@ def augment_inplane(tensors: list[Tensor], rng: np.random.Generator) -> list[Ten
     square = tensors[0].shape[-1] == tensors[0].shape[-2]
     out: list[list[Tensor]] = [[] for _ in tensors]
     for b in range(batch):
-        flips = [d for d, flip in ((-2, rng.random() < 0.5), (-1, rng.random() < 0.5)) if flip]
+        flips = tuple(d for d, f in ((-2, rng.random() < 0.5), (-1, rng.random() < 0.5)) if f)
         turns = int(rng.integers(4)) if square else 0
         for items, tensor in zip(out, tensors, strict=True):
-            items.append(apply_symmetry(tensor[b], tuple(flips), turns))
+            items.append(apply_symmetry(tensor[b], flips, turns))
     return [torch.stack(items) for items in out]
 
 
