@@ -117,3 +117,20 @@ def test_inference_pairs_option_overrides_the_preset():
     assert (
         config_from_args(parser.parse_args([*base, "--inference-pairs", "0"])).inference_pairs == 0
     )
+
+
+def test_noisier2noise_on_a_single_pass_preset_gets_one_pair_unless_told_otherwise():
+    from napari_nmsg.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    base = ["denoise", "a.mrc", "-o", "b.mrc", "--pairing", "noisier2noise"]
+
+    def pairs(*extra: str) -> int:
+        return config_from_args(parser.parse_args([*base, *extra])).inference_pairs
+
+    assert NMSGConfig.preset("fast").inference_pairs == 0
+    assert pairs() == 1
+    assert pairs("--preset", "quality") == 4
+    assert pairs("--inference-pairs", "3") == 3
+    with pytest.raises(ValueError, match="inference_pairs >= 1"):
+        pairs("--inference-pairs", "0")

@@ -98,10 +98,17 @@ class NMSGConfig:
 
     @classmethod
     def preset(cls, name: str = "fast", **overrides: Any) -> NMSGConfig:
-        """A named preset with optional field overrides (``None`` values are ignored)."""
+        """A named preset with optional field overrides (``None`` values are ignored).
+
+        Noisier2Noise needs recorrupted copies at inference, so when it is asked for
+        without a pair count, a preset whose default is one pass f(y) gets one pair.
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values = {**PRESETS[name], **given}
+        if values.get("pairing") == "noisier2noise" and "inference_pairs" not in given:
+            values["inference_pairs"] = max(1, values.get("inference_pairs", 0))
         return cls(**values)
 
     def replace(self, **changes: Any) -> NMSGConfig:
