@@ -1,10 +1,11 @@
 """Generative noise models: a spectral (coloured Gaussian) baseline and a 3D WGAN-GP.
 
 Both turn a white Gaussian field into noise shaped like the tomogram's. The spectral model
-filters white noise with the square root of the noise patches' mean power spectrum (exact
-second-order statistics, Gaussian). The GAN starts from that filter and adds a learned
-non-linear branch trained adversarially (WGAN-GP, as in the NMSG paper but in 3D), so it can
-also learn non-Gaussian structure; it is kept only if held-out fidelity says it is better.
+filters white noise with the square root of the noise patches' power spectrum, estimated from
+their unbiased autocorrelation (second-order statistics, Gaussian). The GAN starts from that
+filter and adds a learned non-linear branch trained adversarially (WGAN-GP, as in the NMSG
+paper but in 3D), so it can also learn non-Gaussian structure; it is kept only if held-out
+fidelity says it is better.
 """
 
 from __future__ import annotations
@@ -28,9 +29,39 @@ def mean_power_spectrum(patches: np.ndarray) -> np.ndarray:
     return spectra.mean(axis=0) / patches[0].size
 
 
+def autocorrelation_power_spectrum(patches: np.ndarray, flat: float = 0.25) -> np.ndarray:
+    """Power spectrum on a grid twice the patch size, from the unbiased autocorrelation.
+
+    A patch's periodogram sees the autocorrelation times the triangle ``1 - |lag| / N`` (fewer
+    voxel pairs at longer lags), so noise built from it is less correlated than the data:
+    lag-1 axial correlation 0.42 instead of 0.45 on 16³ patches, i.e. R2R pairs whose noise
+    is not quite the tomogram's. Here each lag is averaged over its own pair count, then
+    tapered (flat up to ``flat * N``, cosine to zero at ``N``) because long lags rest on few
+    pairs; negative spectral values of the tapered estimate are clipped. Against the
+    simulator's true noise (three 128³ cases) ``flat`` 0.25 gave the smallest log-spectrum
+    error, 0.055–0.058, vs 0.067–0.071 for a Hann taper and 0.156–0.210 for the periodogram.
+    """
+    n = patches.shape[1]
+    grid = (2 * n,) * 3
+    summed = np.zeros(grid)
+    for start in range(0, len(patches), 32):  # bounded memory for many or large patches
+        spectra = np.fft.fftn(patches[start : start + 32], s=grid, axes=(1, 2, 3))
+        summed += (np.abs(spectra) ** 2).sum(axis=0)
+    pair_products = np.real(np.fft.ifftn(summed))  # by lag, summed over voxel pairs
+    ones = np.abs(np.fft.fftn(np.ones((n, n, n)), s=grid)) ** 2
+    pair_counts = np.real(np.fft.ifftn(ones)) * len(patches)
+    lag = np.minimum(np.arange(2 * n), 2 * n - np.arange(2 * n))
+    ramp = np.clip((lag - flat * n) / ((1 - flat) * n), 0.0, 1.0)
+    taper = np.where(lag < n, 0.5 * (1 + np.cos(np.pi * ramp)), 0.0)
+    window = taper[:, None, None] * taper[None, :, None] * taper[None, None, :]
+    autocorrelation = pair_products / np.maximum(pair_counts, 0.5)
+    return np.maximum(np.real(np.fft.fftn(autocorrelation * window)), 0.0)
+
+
 def spectral_kernel(patches: np.ndarray) -> np.ndarray:
-    """A centred real filter whose transfer function is ``sqrt(power spectrum)``."""
-    kernel = np.real(np.fft.ifftn(np.sqrt(mean_power_spectrum(patches))))
+    """A centred real filter (twice the patch size) whose transfer function is the square
+    root of the patches' power spectrum."""
+    kernel = np.real(np.fft.ifftn(np.sqrt(autocorrelation_power_spectrum(patches))))
     return np.fft.fftshift(kernel).astype(np.float32)
 
 
