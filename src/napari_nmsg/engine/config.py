@@ -130,15 +130,14 @@ class NMSGConfig:
 # 1e-3 and 6e-3 by 0.6-0.8 dB at 800 steps; quality keeps rising with steps (+0.9 dB from
 # 1200 to 3000), and a 32³-crop step costs half a 40³ one (same PSNR per minute), so the
 # fast preset buys steps with small crops and the larger presets buy more steps on 40³
-# crops. The spectral noise model beat the GAN in every side-by-side run with one pass
-# f(y) (96³ and 128³, fast and quality budgets) at a fraction of its time, so it is the
-# default; with averaged pairs the GAN led at the quality budget once (README "Presets");
-# it stays selectable (gan_steps below apply when it is chosen). Averaging f(y ± z) over
-# recorrupted pairs at inference helps the width-16 networks: quality (4 pairs) 29.88 ->
-# 30.39 dB, for 2 network passes per pair. The fast preset is a width-8 U-Net
-# trained twice as long in the same time: its single pass f(y) matched the width-16 fast
-# net with one pair (29.00 vs 29.20 dB and 30.24 vs 30.18 on two 128³ volumes) at 3x the
-# inference speed (2.3 vs 0.7 Mvox/s), and averaging pairs did not improve it.
+# crops. The spectral noise model beat the GAN in every side-by-side run (quality budget
+# with 4 pairs: 30.82 vs 30.69 dB, 9.7 vs 13.9 min), so it is the default; the GAN stays
+# selectable (gan_steps below apply when it is chosen). Averaging f(y ± z) over recorrupted
+# pairs at inference helps the width-16 networks: quality (4 pairs) 30.14 -> 30.82 dB,
+# balanced (2 pairs) 29.50 -> 30.22, for 2 network passes per pair. The fast preset is a
+# width-8 U-Net trained twice as long in the same time: its single pass f(y) matched the
+# width-16 fast net with one pair on two 128³ volumes at 3x the inference speed, and
+# averaging pairs did not improve it (measured before the noise-spectrum change; now 29.44 dB).
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     "balanced": {
