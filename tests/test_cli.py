@@ -119,6 +119,13 @@ def test_inference_pairs_option_overrides_the_preset():
     )
 
 
+def test_gan_noise_model_on_a_single_pass_preset_gets_one_pair_unless_told_otherwise():
+    assert NMSGConfig.preset("fast", noise_model="gan").inference_pairs == 1
+    assert NMSGConfig.preset("quality", noise_model="gan").inference_pairs == 4
+    assert NMSGConfig.preset("fast", noise_model="gan", inference_pairs=0).inference_pairs == 0
+    assert NMSGConfig.preset("fast", noise_model="spectral").inference_pairs == 0
+
+
 def test_noisier2noise_on_a_single_pass_preset_gets_one_pair_unless_told_otherwise():
     from napari_nmsg.cli import build_parser, config_from_args
 
