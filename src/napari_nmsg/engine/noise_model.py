@@ -48,14 +48,14 @@ def autocorrelation_power_spectrum(patches: np.ndarray, flat: float = 0.25) -> n
         spectra = np.fft.fftn(patches[start : start + 32], s=grid, axes=(1, 2, 3))
         summed += (np.abs(spectra) ** 2).sum(axis=0)
     pair_products = np.real(np.fft.ifftn(summed))  # by lag, summed over voxel pairs
-    ones = np.abs(np.fft.fftn(np.ones((n, n, n)), s=grid)) ** 2
-    pair_counts = np.real(np.fft.ifftn(ones)) * len(patches)
     lag = np.minimum(np.arange(2 * n), 2 * n - np.arange(2 * n))
+    pairs_per_axis = np.maximum(n - lag, 0)  # voxel pairs at this lag along one axis
     ramp = np.clip((lag - flat * n) / ((1 - flat) * n), 0.0, 1.0)
     taper = np.where(lag < n, 0.5 * (1 + np.cos(np.pi * ramp)), 0.0)
-    window = taper[:, None, None] * taper[None, :, None] * taper[None, None, :]
-    autocorrelation = pair_products / np.maximum(pair_counts, 0.5)
-    return np.maximum(np.real(np.fft.fftn(autocorrelation * window)), 0.0)
+    per_axis = taper / np.maximum(pairs_per_axis, 1)  # lags >= n: no pairs, taper 0
+    weight = per_axis[:, None, None] * per_axis[None, :, None] * per_axis[None, None, :]
+    autocorrelation = pair_products * weight / len(patches)
+    return np.maximum(np.real(np.fft.fftn(autocorrelation)), 0.0)
 
 
 def spectral_kernel(patches: np.ndarray) -> np.ndarray:
