@@ -233,6 +233,15 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def precision_name(config: Any) -> str:
+    """The dtype inference runs in for ``config`` (``float32`` when autocast is off)."""
+    from napari_nmsg.engine import resolve_device
+    from napari_nmsg.engine.device import inference_dtype
+
+    dtype = inference_dtype(resolve_device(config.device), config.amp)
+    return str(dtype).removeprefix("torch.") if dtype else "float32"
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

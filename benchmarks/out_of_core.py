@@ -48,6 +48,7 @@ from _common import (
     machine_markdown,
     markdown_table,
     peak_rss_mb,
+    precision_name,
     run_worker,
     write_json,
 )
@@ -162,15 +163,11 @@ def worker(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     result: dict[str, Any] = {"ok": False}
     try:
-        import torch
-
         from napari_nmsg.engine import Progress, iter_denoise, run_events
-        from napari_nmsg.engine.device import inference_dtype
         from napari_nmsg.io import mrc_output, read_volume
 
         model = build_model(spec["depth"], spec["width"], spec["tile"], spec["overlap"])
-        dtype = inference_dtype(torch.device("cpu"), model.config.amp)
-        result["precision"] = str(dtype).removeprefix("torch.") if dtype else "float32"
+        result["precision"] = precision_name(model.config)
         result["baseline_rss_mb"] = peak_rss_mb()
         tomo = read_volume(spec["input"])
         first: list[float] = []

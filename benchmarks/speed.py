@@ -31,6 +31,7 @@ from _common import (
     machine_info,
     machine_markdown,
     markdown_table,
+    precision_name,
     write_json,
 )
 
@@ -86,13 +87,11 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
 
     With the noiseless ``target`` the output's PSNR is reported too.
     """
-    from napari_nmsg.engine import iter_denoise, resolve_device, run_events
-    from napari_nmsg.engine.device import inference_dtype
+    from napari_nmsg.engine import iter_denoise, run_events
     from napari_nmsg.engine.tiling import tile_sizes, tile_starts
     from napari_nmsg.metrics import psnr
 
     config = model.config.replace(**changes)
-    dtype = inference_dtype(resolve_device(config.device), config.amp)
     shape = volume.shape
     sizes = tile_sizes(shape, config.tile, model.denoiser.multiple)
     tiles = int(
@@ -114,7 +113,7 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
     return {
         "amp": config.amp,
-        "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
+        "precision": precision_name(config),
         "inference_pairs": config.inference_pairs,
         "psnr": None if target is None else psnr(output, target),
         "tile": config.tile,
