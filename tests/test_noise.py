@@ -48,14 +48,19 @@ def test_fft_conv3d_matches_torch_conv3d():
     torch.testing.assert_close(fft_conv3d(white, kernel), expected, atol=1e-4, rtol=1e-4)
 
 
+def coloured_patches(rng: np.random.Generator, axis: int, count: int) -> np.ndarray:
+    """Mean-free 16³ patches of noise filtered by [0.5, 1, 0.5] along ``axis`` (lag 1: 2/3)."""
+    kernel = np.zeros((3, 3, 3), np.float32)
+    kernel[tuple(slice(None) if a == axis else 1 for a in range(3))] = [0.5, 1.0, 0.5]
+    white = torch.from_numpy(rng.normal(size=(count, 1, 18, 18, 18)).astype(np.float32))
+    patches = fft_conv3d(white, torch.from_numpy(kernel))[:, 0].numpy()
+    return patches - patches.mean(axis=(1, 2, 3), keepdims=True)
+
+
 def test_spectral_model_reproduces_variance_and_correlation_of_coloured_noise():
     """Patches of known correlated noise: the model must match it, white noise must not."""
     rng = np.random.default_rng(1)
-    kernel = np.zeros((3, 3, 3), np.float32)
-    kernel[1, 1, :] = [0.5, 1.0, 0.5]  # correlated along the last axis only
-    white = torch.from_numpy(rng.normal(size=(200, 1, 18, 18, 18)).astype(np.float32))
-    real = fft_conv3d(white, torch.from_numpy(kernel))[:, 0].numpy()
-    real -= real.mean(axis=(1, 2, 3), keepdims=True)
+    real = coloured_patches(rng, axis=2, count=200)  # correlated along the last axis only
     train, held = real[:150], real[150:]
     model = SpectralNoise(torch.from_numpy(spectral_kernel(train)))
     generated = sample_patches(model, 64, 16, torch.Generator().manual_seed(2))
@@ -70,12 +75,7 @@ def test_spectral_model_reproduces_variance_and_correlation_of_coloured_noise():
 
 def test_spectral_model_keeps_the_axial_correlation_that_a_periodogram_shortens():
     """16³ periodograms shrink lag-1 correlation by 15/16 (0.667 -> 0.625); the model must not."""
-    rng = np.random.default_rng(3)
-    kernel = np.zeros((3, 3, 3), np.float32)
-    kernel[:, 1, 1] = [0.5, 1.0, 0.5]  # correlated along the axial (first) axis: lag 1 = 2/3
-    white = torch.from_numpy(rng.normal(size=(192, 1, 18, 18, 18)).astype(np.float32))
-    real = fft_conv3d(white, torch.from_numpy(kernel))[:, 0].numpy()
-    real -= real.mean(axis=(1, 2, 3), keepdims=True)
+    real = coloured_patches(np.random.default_rng(3), axis=0, count=192)  # axial correlation
     model = SpectralNoise(torch.from_numpy(spectral_kernel(real)))
     assert model.kernel.shape == (32, 32, 32)
     generated = sample_patches(model, 96, 16, torch.Generator().manual_seed(4))
