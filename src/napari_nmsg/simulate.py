@@ -5,8 +5,15 @@ This module builds one the way a microscope would: a band-limited density phanto
 filaments, ribosome-like particles and small proteins inside a slab of vitreous ice, with empty
 ice above and below) is projected over a single-axis tilt series, each projection is modulated
 by the phase-contrast transfer function (300 kV, Cs 2.7 mm, 7 % amplitude contrast, a given
-underfocus) and receives white Gaussian noise at the requested SNR, and the series is
-reconstructed by weighted back-projection (WBP).
+underfocus) and receives noise at the requested SNR, and the series is reconstructed by weighted
+back-projection (WBP).
+
+The defaults (Gaussian noise, a detector wider than the volume, sparse particles) give
+stationary noise. Real data are not like that, so each departure can be switched on alone:
+Poisson shot noise through ice whose thickness grows with tilt and across the field
+(``noise="poisson"``, ``ice_gradient``), a detector no wider than the volume (high-tilt rays
+leave it near the faces: ``detector="narrow"``), crowded membranes, tubes and particles
+(``crowding``), and radiation damage in the order of acquisition (``tilt_scheme``).
 
 Reconstruction is linear, so the clean projections and the two independent half-dose noise
 series are reconstructed separately and summed. This gives, from one identical operator:
@@ -39,6 +46,12 @@ AMPLITUDE_CONTRAST = 0.07
 B_FACTOR_A2 = 100.0  # mild envelope on the CTF
 SMOOTH_SIGMA = 0.7  # Gaussian blur of the phantom (voxels), keeps it band-limited
 MIN_SIZE = 16
+INELASTIC_MFP_A = 3500.0  # inelastic mean free path at 300 kV: ice attenuates the beam
+CONTRAST_STD = 0.05  # phase contrast of the projections as a fraction of the beam (Poisson)
+DAMAGE_B_PER_TILT = 4.0  # Å² of B-factor added by each earlier exposure (radiation damage)
+NOISE_KINDS = ("gaussian", "poisson")
+DETECTORS = ("wide", "narrow")
+TILT_SCHEMES = ("none", "sequential", "dose-symmetric")
 
 
 @dataclass
@@ -64,6 +77,11 @@ def simulate_tomogram(
     defocus_um: float = 3.0,
     voxel_size: float = 10.0,
     slab_fraction: float = 0.5,
+    noise: str = "gaussian",
+    detector: str = "wide",
+    crowding: float = 0.0,
+    ice_gradient: float = 0.0,
+    tilt_scheme: str = "none",
     seed: int = 0,
 ) -> SimulatedTomogram:
     """Simulate a cryo-electron tomogram of ``shape`` voxels with its noiseless ground truth.
@@ -72,6 +90,13 @@ def simulate_tomogram(
     of the full-dose tilt series. Tilts run from ``-tilt_range`` to ``+tilt_range`` degrees in
     steps of ``tilt_step`` (symmetric about 0). ``slab_fraction`` of Z holds the specimen; the
     rest is empty ice. The same ``seed`` gives bit-identical outputs.
+
+    ``noise="poisson"`` counts electrons: the dose per tilt is the one that gives ``snr`` at
+    0° through the thinnest ice, and fewer electrons pass thicker ice (thickness grows as
+    1/cos(tilt) and by ``ice_gradient`` (fraction) across X). ``detector="narrow"`` makes the
+    detector as wide as the volume. ``crowding`` > 0 adds membranes, tubes and that many
+    times more particles. ``tilt_scheme`` adds radiation damage (a B-factor growing with each
+    earlier exposure) in sequential (-max to +max) or dose-symmetric (0, +, -, ...) order.
     """
     shape = _check_shape(shape)
     _check_range("snr", snr, 0.0)
@@ -80,25 +105,38 @@ def simulate_tomogram(
     _check_range("defocus_um", defocus_um, 0.0, low_inclusive=True)
     _check_range("voxel_size", voxel_size, 0.0)
     _check_range("slab_fraction", slab_fraction, 0.0, 1.0)
+    _check_range("crowding", crowding, 0.0, 20.0, low_inclusive=True)
+    _check_range("ice_gradient", ice_gradient, 0.0, 2.0, low_inclusive=True)
+    _check_choice("noise", noise, NOISE_KINDS)
+    _check_choice("detector", detector, DETECTORS)
+    _check_choice("tilt_scheme", tilt_scheme, TILT_SCHEMES)
 
     rng = np.random.default_rng(seed)
-    phantom = _phantom(shape, voxel_size, slab_fraction, rng)
+    phantom = _phantom(shape, voxel_size, slab_fraction, rng, crowding)
 
     n_half = math.floor(tilt_range / tilt_step + 1e-9)
     angles = tilt_step * np.arange(-n_half, n_half + 1, dtype=np.float64)  # degrees
-    # The detector is wider than the volume by its thickness, so every voxel sees every tilt,
-    # as in a real tomogram (a slab far wider than thick): the noise is then stationary.
-    pad = math.ceil((shape[0] - 1) / 2)
-    detector = shape[2] + 2 * pad
-    clean = _apply_ctf(_project(phantom, np.deg2rad(angles), detector), voxel_size, defocus_um)
+    # A detector wider than the volume by its thickness lets every voxel see every tilt, as
+    # in the middle of a slab far wider than thick: the noise is then stationary. A narrow
+    # one loses high-tilt rays near the faces, as at the edges of a real reconstruction.
+    pad = math.ceil((shape[0] - 1) / 2) if detector == "wide" else 0
+    width = shape[2] + 2 * pad
+    b_factors = B_FACTOR_A2 + DAMAGE_B_PER_TILT * _exposure_order(angles, tilt_scheme)
+    projections = _project(phantom, np.deg2rad(angles), width)
+    clean = _apply_ctf(projections, voxel_size, defocus_um, b_factors)
 
-    sigma = math.sqrt(float(clean[..., pad : pad + shape[2]].var()) / snr)
-    # Half-dose noise has twice the variance; the full dose averages the two halves.
-    half_noise = rng.standard_normal((2, *clean.shape)) * (math.sqrt(2.0) * sigma)
+    signal_var = float(clean[..., pad : pad + shape[2]].var())
+    if noise == "gaussian":
+        sigma = math.sqrt(signal_var / snr)
+        # Half-dose noise has twice the variance; the full dose averages the two halves.
+        half_noise = rng.standard_normal((2, *clean.shape)) * (math.sqrt(2.0) * sigma)
+    else:
+        transmission = _ice_transmission(shape, voxel_size, angles, width, ice_gradient)
+        clean, half_noise = _shot_noise(clean / math.sqrt(signal_var), transmission, snr, rng)
 
     series = np.stack([clean, half_noise[0], half_noise[1]])
     filtered = _ramp_filter(series, np.deg2rad(tilt_step))
-    target, rec_a, rec_b = _backproject(filtered, np.deg2rad(angles), shape[0])
+    target, rec_a, rec_b = _backproject(filtered, np.deg2rad(angles), shape[0], shape[2])
     return SimulatedTomogram(
         noisy=_f32(target + 0.5 * (rec_a + rec_b)),
         even=_f32(target + rec_a),
@@ -134,6 +172,11 @@ def _check_range(
             f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high < math.inf else ')'}"
         )
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -200,6 +243,26 @@ def _rod(
         _paint(vol, box[0], density * np.clip(radius + 0.5 - dist, 0.0, 1.0))
 
 
+def _tube(
+    vol: np.ndarray,
+    center: np.ndarray,
+    direction: np.ndarray,
+    half_length: float,
+    radius: float,
+    wall: float,
+    density: float,
+) -> None:
+    """Hollow cylinder (microtubule-like) of outer ``radius`` and wall thickness ``wall``."""
+    box = _box(vol, center, np.abs(direction) * half_length + radius + 1.0)
+    if box is not None:
+        z, y, x = box[1]
+        dz, dy, dx = direction
+        t = np.clip(z * dz + y * dy + x * dx, -half_length, half_length)
+        dist = np.sqrt((z - t * dz) ** 2 + (y - t * dy) ** 2 + (x - t * dx) ** 2)
+        mid = radius - wall / 2
+        _paint(vol, box[0], density * np.clip(wall / 2 + 0.5 - np.abs(dist - mid), 0.0, 1.0))
+
+
 def _unit_vector(rng: np.random.Generator) -> np.ndarray:
     """A random direction, uniform on the sphere."""
     v = rng.standard_normal(3)
@@ -207,12 +270,18 @@ def _unit_vector(rng: np.random.Generator) -> np.ndarray:
 
 
 def _phantom(
-    shape: tuple[int, int, int], voxel_size: float, slab_fraction: float, rng: np.random.Generator
+    shape: tuple[int, int, int],
+    voxel_size: float,
+    slab_fraction: float,
+    rng: np.random.Generator,
+    crowding: float = 0.0,
 ) -> np.ndarray:
     """Density phantom: objects inside a Z-centred slab, empty ice elsewhere, Gaussian-smoothed.
 
     Object counts scale with the slab volume; molecular sizes are physical (given in voxels at
     10 Å and rescaled by ``voxel_size``), vesicle radii are a fraction of the lateral size.
+    ``crowding`` multiplies the particle counts by ``1 + crowding`` and adds membranes and
+    tubes, drawn after everything else so that the sparse phantom stays as it was.
     """
     nz, ny, nx = shape
     vol = np.zeros(shape, np.float32)
@@ -227,6 +296,17 @@ def _phantom(
             [rng.uniform(zc - dz, zc + dz), rng.uniform(0, ny - 1), rng.uniform(0, nx - 1)]
         )
 
+    def direction(max_elevation: float) -> np.ndarray:
+        """A mostly in-plane unit vector (elevation from the XY plane up to the bound)."""
+        azimuth, elevation = rng.uniform(0, 2 * np.pi), rng.uniform(-max_elevation, max_elevation)
+        return np.array(
+            [
+                math.sin(elevation),
+                math.cos(elevation) * math.sin(azimuth),
+                math.cos(elevation) * math.cos(azimuth),
+            ]
+        )
+
     for _ in range(int(rng.integers(2, 4))):  # vesicles (may be clipped by the slab)
         thick = max(rng.uniform(2.0, 3.0) * scale, 1.5)
         radius = max(rng.uniform(0.06, 0.2) * lateral, thick + 1.0)
@@ -234,16 +314,9 @@ def _phantom(
 
     for _ in range(max(1, rng.poisson(3.0 * math.sqrt(ny * nx) / 64))):  # filaments
         radius = max(rng.uniform(1.5, 2.5) * scale, 1.0)
-        azimuth, elevation = rng.uniform(0, 2 * np.pi), rng.uniform(-0.15, 0.15)
-        direction = np.array(
-            [
-                math.sin(elevation),
-                math.cos(elevation) * math.sin(azimuth),
-                math.cos(elevation) * math.cos(azimuth),
-            ]
-        )
+        axis = direction(0.15)
         half_length = rng.uniform(0.3, 0.7) * max(ny, nx)
-        _rod(vol, centre(radius), direction, half_length, radius, rng.uniform(0.8, 1.0))
+        _rod(vol, centre(radius), axis, half_length, radius, rng.uniform(0.8, 1.0))
 
     ribo_volume = 2.5 * 4 / 3 * np.pi * (5.0 * scale) ** 3
     for _ in range(max(1, rng.poisson(0.04 * slab_voxels / ribo_volume))):  # ribosomes
@@ -258,6 +331,31 @@ def _phantom(
     for _ in range(rng.poisson(0.02 * slab_voxels / small_volume)):  # small proteins
         radius = max(rng.uniform(1.5, 2.5) * scale, 1.0)
         _sphere(vol, centre(radius), radius, rng.uniform(0.6, 1.0))
+
+    if crowding > 0:
+        extra = crowding * 0.06 * slab_voxels
+        for _ in range(rng.poisson(extra / ribo_volume)):  # more ribosome-sized complexes
+            r0 = max(rng.uniform(3.0, 6.0) * scale, 2.0)
+            _sphere(vol, centre(r0), r0, rng.uniform(0.9, 1.3))
+        for _ in range(rng.poisson(extra / small_volume)):  # crowded small proteins
+            radius = max(rng.uniform(1.0, 2.5) * scale, 1.0)
+            _sphere(vol, centre(radius), radius, rng.uniform(0.5, 1.0))
+        for _ in range(1 + rng.poisson(crowding)):  # nearly flat membranes (large shells)
+            thick = max(rng.uniform(3.0, 4.5) * scale, 1.5)
+            radius = rng.uniform(1.0, 3.0) * lateral
+            side = np.array([0.0, ny - 1, nx - 1]) * rng.uniform(0.0, 1.0, 3)
+            away = _unit_vector(rng) * radius
+            away[0] *= 0.2
+            _shell(vol, side + np.array([zc, 0, 0]) + away, radius, thick, rng.uniform(0.6, 0.9))
+        for _ in range(rng.poisson(crowding)):  # tubes (microtubule-like hollow cylinders)
+            outer = max(12.0 * scale, 2.5)
+            axis_dir, length = direction(0.15), rng.uniform(0.5, 1.0) * max(ny, nx)
+            at, density = centre(outer), rng.uniform(0.8, 1.0)
+            _tube(vol, at, axis_dir, length, outer, max(4.0 * scale, 1.0), density)
+        for _ in range(rng.poisson(2 * crowding)):  # actin-like filaments
+            radius = max(rng.uniform(2.5, 3.5) * scale, 1.0)
+            length = rng.uniform(0.3, 0.7) * max(ny, nx)
+            _rod(vol, centre(radius), direction(0.3), length, radius, rng.uniform(0.7, 1))
 
     z = np.arange(nz)
     vol[np.abs(z - zc) > half] = 0.0  # keep the ice outside the slab empty
@@ -300,7 +398,53 @@ def _project(vol: np.ndarray, angles: np.ndarray, detector: int) -> np.ndarray:
     return out
 
 
-def _apply_ctf(proj: np.ndarray, voxel_size: float, defocus_um: float) -> np.ndarray:
+def _exposure_order(angles: np.ndarray, scheme: str) -> np.ndarray:
+    """How many exposures came before each tilt (zeros when damage is not simulated)."""
+    if scheme == "none":
+        return np.zeros(len(angles))
+    if scheme == "sequential":
+        key = angles
+    else:  # dose-symmetric: 0°, then alternating +/- with growing |angle|
+        key = np.abs(angles) * 2 + (angles < 0)
+    return np.argsort(np.argsort(key, kind="stable"), kind="stable").astype(np.float64)
+
+
+def _ice_transmission(
+    shape: tuple[int, int, int],
+    voxel_size: float,
+    angles: np.ndarray,
+    width: int,
+    gradient: float,
+) -> np.ndarray:
+    """Fraction of the beam that passes the ice, ``(A, 1, width)``: the volume's thickness is
+    ice, crossed at 1/cos(tilt), thicker by ``gradient`` from one side of X to the other."""
+    u = np.linspace(-0.5, 0.5, width)
+    thickness = shape[0] * voxel_size * (1.0 + gradient * u)
+    path = thickness[None] / np.cos(np.deg2rad(angles))[:, None]
+    return np.exp(-path / INELASTIC_MFP_A)[:, None, :]
+
+
+def _shot_noise(
+    contrast: np.ndarray, transmission: np.ndarray, snr: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count electrons: (expected normalised images, the two half-dose noise series).
+
+    ``contrast`` has unit variance. Each tilt is normalised by its mean count, as tilt series
+    are before reconstruction, so thicker ice gives fewer electrons and more noise there.
+    """
+    expected = transmission * (1.0 + CONTRAST_STD * contrast)
+    dose = snr / (CONTRAST_STD**2 * float(transmission[len(transmission) // 2].max()))
+    counts = rng.poisson(dose * np.clip(expected, 0.0, None))
+    half = rng.binomial(counts, 0.5)
+    per_tilt = transmission.mean(axis=(1, 2), keepdims=True)
+    image = expected / per_tilt - 1.0
+    halves = np.stack([half, counts - half]) / (0.5 * dose * per_tilt) - 1.0
+    return image.astype(np.float32), (halves - image).astype(np.float32)
+
+
+def _apply_ctf(
+    proj: np.ndarray, voxel_size: float, defocus_um: float, b_factors: np.ndarray
+) -> np.ndarray:
     """Modulate each projection by the (sign-flipped, enveloped) phase-contrast CTF.
 
     ``sqrt(1 - A²) sin χ + A cos χ`` with ``χ = π λ Δz k² - π/2 Cs λ³ k⁴``: with underfocus
@@ -315,7 +459,7 @@ def _apply_ctf(proj: np.ndarray, voxel_size: float, defocus_um: float) -> np.nda
         np.pi * WAVELENGTH_A * defocus_um * 1e4 * k2 - 0.5 * np.pi * CS_A * WAVELENGTH_A**3 * k2**2
     )
     ctf = math.sqrt(1 - AMPLITUDE_CONTRAST**2) * np.sin(chi) + AMPLITUDE_CONTRAST * np.cos(chi)
-    ctf *= np.exp(-B_FACTOR_A2 * k2 / 4)
+    ctf = ctf * np.exp(-b_factors[:, None, None] * k2 / 4)  # one envelope per tilt
     spectrum = sfft.rfft2(proj, s=padded) * ctf
     return sfft.irfft2(spectrum, s=padded)[..., :ny, :nx]
 
@@ -336,12 +480,11 @@ def _ramp_filter(series: np.ndarray, weight: float) -> np.ndarray:
     return np.ascontiguousarray(filtered[..., :nx], dtype=np.float32)
 
 
-def _backproject(series: np.ndarray, angles: np.ndarray, nz: int) -> np.ndarray:
+def _backproject(series: np.ndarray, angles: np.ndarray, nz: int, nx: int) -> np.ndarray:
     """Back-project filtered series of shape (S, A, Y, X), ``angles`` in rad, into S volumes of
     shape (nz, Y, X): ``vol(z, y, x) = Σ_θ p_θ(y, x cosθ + z sinθ)``, linear interpolation,
     zero outside the detector."""
     n_series, _, ny, detector = series.shape
-    nx = detector - 2 * math.ceil((nz - 1) / 2)
     cz, cx, cu = (nz - 1) / 2, (nx - 1) / 2, (detector - 1) / 2
     z = torch.arange(nz, dtype=torch.float64)[:, None] - cz
     x = torch.arange(nx, dtype=torch.float64)[None] - cx

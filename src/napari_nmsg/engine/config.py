@@ -32,6 +32,8 @@ class NMSGConfig:
     unet_depth: int = 2
     unet_width: int = 8
     space_to_depth: bool = False
+    # the network corrects the input blurred by this Gaussian (voxels); 0 corrects the input
+    base_sigma: float = 0.0
     train_steps: int = 2400
     batch_size: int = 2
     crop: int = 32
@@ -150,3 +152,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unet_width": 16, "train_steps": 3000, "gan_steps": 300, "crop": 40, "inference_pairs": 4,
     },
 }  # fmt: skip
+
+
+# Inference settings a fitted model carries: they change its output, so a saved model is
+# applied with its own unless the user sets them. The device and the tile batch are the
+# machine's (a model fitted on a GPU may be applied on a laptop), not the model's.
+INFERENCE_FIELDS = ("inference_pairs", "tile", "overlap", "amp", "wedge_axis")
+RUN_FIELDS = ("device", "tile_batch")
+
+
+def inference_settings(model: NMSGConfig, overrides: dict[str, Any] | None = None) -> NMSGConfig:
+    """The config to denoise with: ``model``'s settings with the user's ``overrides``.
+
+    ``overrides`` holds only what the user set explicitly (command-line flags, edited
+    widget fields), so every key counts, ``None`` too (``amp=None``: auto). Training
+    settings in it are ignored, as they cannot change a fitted model; the device and tile
+    batch come from it or their defaults. As in ``NMSGConfig.preset``, a Noisier2Noise or
+    GAN-trained network gets at least one averaged pair unless ``inference_pairs`` is
+    given; the paper pairing stays at one pass f(y), the only way it is applied.
+    """
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - {f.name for f in fields(NMSGConfig)}
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
+    values = {name: getattr(model, name) for name in INFERENCE_FIELDS}
+    values |= {name: getattr(NMSGConfig, name) for name in RUN_FIELDS}
+    values |= {k: v for k, v in overrides.items() if k in INFERENCE_FIELDS + RUN_FIELDS}
+    needs_pairs = model.pairing == "noisier2noise" or (
+        model.noise_model == "gan" and model.pairing != "paper"
+    )
+    if needs_pairs and "inference_pairs" not in overrides:
+        values["inference_pairs"] = max(1, values["inference_pairs"])
+    return model.replace(**values)

@@ -163,7 +163,7 @@ def iter_train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth)
+    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, config.base_sigma)
     net = net.to(device, memory_format=conv_memory_format(device))
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
