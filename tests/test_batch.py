@@ -232,6 +232,19 @@ def test_saved_model_does_no_training(tmp_path, volumes):
         assert items[f"t{i}.mrc"]["seconds"]["fit"] == 0.0
     sidecar = json.loads(sidecar_path(out / "t0.mrc").read_text())
     assert sidecar["settings"]["mode"] == "model"
+    # every inference setting that changes the output is in the resume key
+    model_own = {"inference_pairs": 0, "tile": 16, "overlap": 4, "amp": None, "wedge_axis": None}
+    assert sidecar["settings"]["inference"] == model_own
+    with mrcfile.open(out / "t0.mrc") as mrc:
+        one_pass = mrc.data.copy()
+
+    # averaged pairs give other outputs: they are redone, not skipped
+    assert batch(*inputs, "-o", out, "--model", model_path, "--inference-pairs", "1") == 0
+    assert {item["status"] for item in summary(out).values()} == {"done"}
+    with mrcfile.open(out / "t0.mrc") as mrc:
+        assert not np.array_equal(mrc.data, one_pass)
+    assert batch(*inputs, "-o", out, "--model", model_path, "--inference-pairs", "1") == 0
+    assert {item["status"] for item in summary(out).values()} == {"skipped"}
 
 
 def test_fit_on_two_denoises_all_with_one_model(tmp_path, volumes):

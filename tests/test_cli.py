@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from napari_nmsg.cli import main
-from napari_nmsg.engine import NMSGConfig
+from napari_nmsg.engine import NMSGConfig, iter_denoise, load_model, run_events
+from napari_nmsg.io import read_volume
 
 FAST = ["--steps", "3", "--gan-steps", "1", "--crop", "16", "--tile", "16", "-q"]
 
@@ -33,6 +34,27 @@ def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(tmp_path,
     assert main(["denoise", str(mrc_path), "-o", str(out2), "--model", str(model), *FAST]) == 0
     with mrcfile.open(out) as a, mrcfile.open(out2) as b:
         np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_a_saved_model_denoises_with_its_own_inference_settings(tmp_path, mrc_path):
+    """``--model`` runs with the model's pairs and tiles, not the ``--preset`` defaults
+    (fast: one pass, 64³ tiles); an inference flag given on the command line still wins."""
+    model_path = tmp_path / "model.pt"
+    outs = {name: tmp_path / f"{name}.mrc" for name in ("fitted", "reused", "told")}
+    train = ["--steps", "3", "--crop", "16", "--noise-model", "spectral", "-q"]
+    own = ["--inference-pairs", "2", "--tile", "16", "--overlap", "4"]
+    fit = ["denoise", str(mrc_path), "-o", str(outs["fitted"]), "--save-model", str(model_path)]
+    assert main([*fit, *train, *own]) == 0
+    reuse = ["denoise", str(mrc_path), "--model", str(model_path), "-q"]
+    assert main([*reuse, "-o", str(outs["reused"])]) == 0
+    assert main([*reuse, "-o", str(outs["told"]), "--inference-pairs", "0"]) == 0
+    model = load_model(model_path)
+    one_pass = model.config.replace(inference_pairs=0)  # tiles still the model's
+    expected = run_events(iter_denoise(read_volume(mrc_path).data, model, config=one_pass))
+    with mrcfile.open(outs["fitted"]) as a, mrcfile.open(outs["reused"]) as b:
+        np.testing.assert_array_equal(a.data, b.data)
+    with mrcfile.open(outs["told"]) as c:
+        np.testing.assert_array_equal(c.data, expected)
 
 
 @pytest.mark.parametrize(
@@ -124,6 +146,31 @@ def test_gan_noise_model_on_a_single_pass_preset_gets_one_pair_unless_told_other
     assert NMSGConfig.preset("quality", noise_model="gan").inference_pairs == 4
     assert NMSGConfig.preset("fast", noise_model="gan", inference_pairs=0).inference_pairs == 0
     assert NMSGConfig.preset("fast", noise_model="spectral").inference_pairs == 0
+
+
+def test_inference_settings_come_from_the_model_unless_given():
+    from napari_nmsg.engine.config import inference_settings
+
+    model = NMSGConfig(
+        inference_pairs=2, tile=32, overlap=8, amp=False, wedge_axis=1, device="cuda", tile_batch=4
+    )
+    # device and tile batch belong to the machine that runs it, not to the model
+    assert inference_settings(model) == model.replace(device="auto", tile_batch=2)
+    given = {"inference_pairs": 0, "amp": None, "device": "cpu", "train_steps": 9}
+    told = inference_settings(model, given)  # None is a value here (amp: auto)
+    assert (told.inference_pairs, told.amp, told.device) == (0, None, "cpu")
+    assert (told.tile, told.overlap, told.wedge_axis, told.train_steps) == (32, 8, 1, 2400)
+    with pytest.raises(ValueError, match="unknown"):
+        inference_settings(model, {"tiles": 16})
+    gan = NMSGConfig(noise_model="gan")  # made without preset(): one pass f(y)
+    assert inference_settings(gan).inference_pairs == 1
+    assert inference_settings(gan.replace(inference_pairs=3)).inference_pairs == 3
+    assert inference_settings(gan, {"inference_pairs": 0}).inference_pairs == 0
+    assert inference_settings(gan.replace(pairing="paper")).inference_pairs == 0  # f(y) only
+    assert inference_settings(NMSGConfig()).inference_pairs == 0
+    n2n = NMSGConfig(pairing="noisier2noise", inference_pairs=1)
+    with pytest.raises(ValueError, match="inference_pairs >= 1"):
+        inference_settings(n2n, {"inference_pairs": 0})
 
 
 def test_noisier2noise_on_a_single_pass_preset_gets_one_pair_unless_told_otherwise():

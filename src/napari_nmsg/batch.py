@@ -56,6 +56,7 @@ from .engine import (
     run_events,
 )
 from .engine import save_model as _save_model
+from .engine.config import INFERENCE_FIELDS, inference_settings
 from .errors import InputError, OutputError
 from .io import (
     MODEL_SUFFIXES,
@@ -200,14 +201,17 @@ def denoise_file(
     config: NMSGConfig | None = None,
     model: NMSGModel | None = None,
     *,
+    overrides: dict[str, Any] | None = None,
     on_event: Callable[[Any], Any] | None = None,
     save_model: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """Denoise one tomogram file into one MRC file; fit a model to it unless ``model``.
 
-    With a ``model``, only the inference settings of ``config`` (device, tiles) are used.
-    The output keeps the input's voxel size and origin and appears atomically (never
-    partial). Returns the seconds spent reading, fitting and denoising.
+    ``config`` gives the fitting settings (without a ``model``) and the device and tile
+    batch to run on. The inference settings are the model's, except those the user set
+    explicitly, given as ``overrides`` (``engine.config.inference_settings``). The output
+    keeps the input's voxel size and origin and appears atomically (never partial).
+    Returns the seconds spent reading, fitting and denoising.
     """
     started = time.perf_counter()
     config = config or NMSGConfig.preset("fast")
@@ -222,11 +226,13 @@ def denoise_file(
         if save_model:
             _save_model(model, save_model)
     before = time.perf_counter()
+    run = {"device": config.device, "tile_batch": config.tile_batch}
+    inference = inference_settings(model.config, {**(overrides or {}), **run})
     labels = (f"napari-nmsg {__version__}: denoised {Path(input_path).name}",)
     with mrc_output(
         output, tomo.data.shape, tomo.voxel_size, tomo.origin, protect=(input_path,), labels=labels
     ) as out:
-        run_events(iter_denoise(tomo.data, model, out, config), on_event)
+        run_events(iter_denoise(tomo.data, model, out, inference), on_event)
     seconds["denoise"] = time.perf_counter() - before
     return seconds
 
@@ -246,6 +252,7 @@ class Job:
     digest: str
     model: str | None = None
     torch_threads: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _worker():
@@ -329,7 +336,9 @@ def run_job(job: Job) -> dict[str, Any]:
                 record["status"] = "skipped"
             else:
                 model = load_model(job.model) if job.model else None
-                seconds.update(denoise_file(job.input, output, config, model))
+                seconds.update(
+                    denoise_file(job.input, output, config, model, overrides=job.overrides)
+                )
                 write_json_atomic(
                     sidecar,
                     {
@@ -722,6 +731,7 @@ def denoise_many(
     *,
     config: NMSGConfig | None = None,
     model: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
     fit_on: int | None = None,
     scheduler: str | os.PathLike | None = None,
     n_workers: int | None = None,
@@ -732,10 +742,12 @@ def denoise_many(
     """Denoise every input tomogram into ``outdir`` on a Dask cluster; resumable.
 
     ``inputs``: paths, glob patterns or ``@list.txt`` files. ``config``: method settings
-    (default: the fast preset). ``model``: a saved model file (inference only). ``fit_on``:
-    fit one model on this many of the inputs, then denoise all with it. ``scheduler``: the
-    address (``tcp://host:port``) or scheduler file of an existing Dask cluster; without it
-    a ``LocalCluster`` of ``n_workers`` workers (default: one per GPU, or ``cores // 2``) is
+    (default: the fast preset). ``model``: a saved model file (inference only), applied
+    with its own inference settings except the ``overrides`` the user set explicitly (e.g.
+    command-line flags; ``engine.config.inference_settings``). ``fit_on``: fit one model
+    on this many of the inputs, then denoise all with it. ``scheduler``: the address
+    (``tcp://host:port``) or scheduler file of an existing Dask cluster; without it a
+    ``LocalCluster`` of ``n_workers`` workers (default: one per GPU, or ``cores // 2``) is
     started for the run. ``torch_threads``: torch threads per task (default: the worker's
     cores divided by its task slots). ``memory_limit``: per local worker (Dask syntax; 0
     disables Dask's memory policing). Returns a ``BatchSummary``, also written as
@@ -770,9 +782,11 @@ def denoise_many(
             summary.stale_files_removed = remove_stale_temp_files(outdir, own_names)
             client = _LazyClient(stack, summary, scheduler, n_workers, torch_threads,
                                  memory_limit, config.device, say)  # fmt: skip
+            applied = config  # whose inference settings the outputs get (fit-on: fitted with it)
             if mode == "model":
                 model_path = str(Path(model).absolute())
-                load_model(model_path)  # a bad model file is one clear error, before any work
+                # a bad model file is one clear error, before any work
+                applied = load_model(model_path).config
                 settings = {"mode": "model", "model_blake2b": file_digest(model_path)}
             elif mode == "fit-on":
                 model_path = str(outdir / SHARED_MODEL_NAME)
@@ -785,13 +799,16 @@ def denoise_many(
             else:
                 model_path = None
                 settings = {"mode": "self", "config": _config_key(config)}
-            if mode != "self":
-                settings["inference"] = {"tile": config.tile, "overlap": config.overlap}
+            inference = inference_settings(applied, overrides)
+            settings["inference"] = {k: getattr(inference, k) for k in INFERENCE_FIELDS}
             summary.settings = settings | {"package_version": __version__}
             digest = settings_digest(summary.settings)
             todo = _unfinished(items, digest)
             if todo:
-                _run_tasks(items, todo, client, config, summary.settings, digest, model_path, quiet)
+                _run_tasks(
+                    items, todo, client, config, summary.settings, digest, model_path,
+                    dict(overrides or {}), quiet,
+                )  # fmt: skip
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc}"
             for item in items:
@@ -875,6 +892,7 @@ def _run_tasks(
     settings: dict[str, Any],
     digest: str,
     model_path: str | None,
+    overrides: dict[str, Any],
     quiet: bool,
 ) -> None:
     from distributed import as_completed
@@ -888,7 +906,7 @@ def _run_tasks(
         for i in todo:
             job = Job(
                 i, items[i].input, items[i].output, config.to_dict(), settings, digest,
-                model_path, threads,
+                model_path, threads, overrides,
             )  # fmt: skip
             future = dask_client.submit(run_job, job, key=f"nmsg-{run}-{i}", pure=False)
             futures[future] = i

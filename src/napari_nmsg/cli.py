@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -61,7 +62,10 @@ class ProgressBars:
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("method settings (defaults come from --preset)")
+    group = parser.add_argument_group(
+        "method settings (defaults come from --preset; with --model, inference settings not "
+        "given here come from the model)"
+    )
     group.add_argument("--preset", choices=sorted(PRESETS), default="fast")
     group.add_argument("--seed", type=int, help="fixes every random source (default 0)")
     group.add_argument("--device", help="auto (default), cuda, mps or cpu")
@@ -92,13 +96,21 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wedge-axis", type=int, choices=[0, 1, 2], help="thickness axis")
 
 
+# Config fields with a command-line flag; the flags default to None (not given).
+CONFIG_OPTIONS = (
+    "seed", "device", "train_steps", "gan_steps", "noise_model", "pairing", "crop",
+    "unet_width", "unet_depth", "lambda_grad", "lambda_gui", "tile", "overlap",
+    "wedge_axis", "amp", "inference_pairs",
+)  # fmt: skip
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given explicitly on the command line: they override a saved model's."""
+    return {n: getattr(args, n) for n in CONFIG_OPTIONS if getattr(args, n) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> NMSGConfig:
-    names = [
-        "seed", "device", "train_steps", "gan_steps", "noise_model", "pairing", "crop",
-        "unet_width", "unet_depth", "lambda_grad", "lambda_gui", "tile", "overlap",
-        "wedge_axis", "amp", "inference_pairs",
-    ]  # fmt: skip
-    return NMSGConfig.preset(args.preset, **{n: getattr(args, n) for n in names})
+    return NMSGConfig.preset(args.preset, **given_settings(args))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -140,7 +152,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     model = load_model(args.model) if args.model else None
     denoise_file(
         args.input, args.output, config_from_args(args), model,
-        on_event=bars, save_model=args.save_model,
+        overrides=given_settings(args), on_event=bars, save_model=args.save_model,
     )  # fmt: skip
     bars.close()
     print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
@@ -182,6 +194,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         args.outdir,
         config=config_from_args(args),
         model=args.model,
+        overrides=given_settings(args),
         fit_on=args.fit_on,
         scheduler=args.scheduler,
         n_workers=args.workers,
