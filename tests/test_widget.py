@@ -325,11 +325,32 @@ def test_bad_input_is_one_clear_notification(setup, qtbot, notifications):
     assert buttons_idle(widget)
 
 
+def test_gan_gets_one_averaged_pair_unless_the_user_sets_the_field(setup, qtbot, tmp_path):
+    """The fast preset shows 0 pairs (one pass f(y)), which is not safe for a GAN-trained
+    network: untouched, the field yields to the GAN's one pair; edited, it is taken as is."""
+    viewer, _, widget, raw, _ = setup
+    tiny(widget, steps=2, noise_model="gan", preview_every=LONG_STEPS)
+    assert widget.fields["inference_pairs"].value() == 0
+    assert widget.config().inference_pairs == 1
+    assert run_to_end(qtbot, widget, widget.denoise)[0] == ["denoise", "done"]
+    model = load_model(widget.save_model(tmp_path / "gan.pt"))
+    assert model.config.inference_pairs == 1
+    expected = run_events(iter_denoise(raw.data, model))
+    output = viewer.layers[f"{raw.name} denoised"].data
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
+    widget.fields["inference_pairs"].setValue(2)
+    widget.fields["inference_pairs"].setValue(0)  # the user's 0 stands
+    assert widget.config().inference_pairs == 0
+    widget.preset_combo.setCurrentText("balanced")  # a preset clears the user's edits
+    assert widget.config().inference_pairs == PRESETS["balanced"]["inference_pairs"]
+
+
 def test_save_load_and_denoise_another_layer_without_training(
     setup, qtbot, tmp_path, notifications
 ):
     viewer, _, widget, _, _ = setup
     tiny(widget, steps=4, preview_every=LONG_STEPS)
+    widget.fields["inference_pairs"].setValue(1)
     assert not widget.save_button.isEnabled() and not widget.reuse_check.isEnabled()
     assert run_to_end(qtbot, widget, widget.denoise)[0] == ["denoise", "done"]
     path = widget.save_model(tmp_path / "model.pt")
@@ -350,7 +371,9 @@ def test_save_load_and_denoise_another_layer_without_training(
     output = viewer.layers["other denoised"]
     assert output.data.shape == other.data.shape
     np.testing.assert_array_equal(output.scale, other.scale)
-    expected = run_events(iter_denoise(other.data, load_model(path), config=fresh.config()))
+    # with the model's own inference settings (1 pair, 32³ tiles), not the fresh widget's
+    # untouched fields (the fast preset's one pass, 64³ tiles)
+    expected = run_events(iter_denoise(other.data, load_model(path)))
     np.testing.assert_allclose(output.data, expected, rtol=1e-5, atol=1e-5)
 
     assert fresh.load_model(tmp_path / "missing.pt") is None

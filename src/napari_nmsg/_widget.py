@@ -50,6 +50,7 @@ from .engine import (
     load_model,
     save_model,
 )
+from .engine.config import inference_settings
 from .errors import InputError, OutputError
 
 if TYPE_CHECKING:
@@ -179,6 +180,10 @@ class NMSGWidget(QWidget):
         self._last_denoise_refresh = 0.0
         self._was_docked = False
         self.previews_shown = 0  # preview slabs written into an output layer (all runs)
+        # Advanced fields the user changed since a preset filled them: only these override
+        # the preset's (or a reused model's) values and its rules, e.g. the GAN's one pair
+        self._edited: set[str] = set()
+        self._filling = False  # a preset is being shown: field changes are not the user's
 
         self._build_ui()
         self._apply_preset(self.preset_combo.currentText())
@@ -233,6 +238,8 @@ class NMSGWidget(QWidget):
         for spec in ADVANCED:
             widget = self._make_field(spec)
             widget.setToolTip(spec.tooltip)
+            changed = widget.currentTextChanged if spec.choices else widget.valueChanged
+            changed.connect(lambda *_, name=spec.name: self._field_edited(name))
             self.fields[spec.name] = widget
             advanced_form.addRow(spec.label, widget)
         self.advanced.setVisible(False)
@@ -311,24 +318,38 @@ class NMSGWidget(QWidget):
         arrow = Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
         self.advanced_toggle.setArrowType(arrow)
 
+    def _field_edited(self, name: str) -> None:
+        if not self._filling:
+            self._edited.add(name)
+
     def _apply_preset(self, name: str) -> None:
         """Show the preset's values in the Advanced fields (the user may then edit them)."""
         config = NMSGConfig.preset(name)
-        for spec in ADVANCED:
-            value = getattr(config, spec.name)
-            widget = self.fields[spec.name]
-            if spec.name in CHOICE_VALUES:
-                label = next(k for k, v in CHOICE_VALUES[spec.name].items() if v == value)
-                widget.setCurrentText(label)
-            elif spec.choices:
-                widget.setCurrentText(str(value))
-            else:
-                widget.setValue(value)
+        self._edited.clear()
+        self._filling = True
+        try:
+            for spec in ADVANCED:
+                value = getattr(config, spec.name)
+                widget = self.fields[spec.name]
+                if spec.name in CHOICE_VALUES:
+                    label = next(k for k, v in CHOICE_VALUES[spec.name].items() if v == value)
+                    widget.setCurrentText(label)
+                elif spec.choices:
+                    widget.setCurrentText(str(value))
+                else:
+                    widget.setValue(value)
+        finally:
+            self._filling = False
 
-    def config(self) -> NMSGConfig:
-        """The settings shown in the widget; ``ValueError`` says what is inconsistent."""
-        values: dict[str, Any] = {}
+    def given_settings(self) -> dict[str, Any]:
+        """Seed, device and the Advanced fields the user changed (see ``inference_settings``)."""
+        values: dict[str, Any] = {
+            "seed": self.seed_spin.value(),
+            "device": self.device_combo.currentText(),
+        }
         for spec in ADVANCED:
+            if spec.name not in self._edited:
+                continue
             widget = self.fields[spec.name]
             if spec.name in CHOICE_VALUES:
                 values[spec.name] = CHOICE_VALUES[spec.name][widget.currentText()]
@@ -336,13 +357,14 @@ class NMSGWidget(QWidget):
                 values[spec.name] = widget.currentText()
             else:
                 values[spec.name] = widget.value()
-        config = NMSGConfig.preset(
-            self.preset_combo.currentText(),
-            seed=self.seed_spin.value(),
-            device=self.device_combo.currentText(),
-            **{k: v for k, v in values.items() if k != "wedge_axis"},
-        )
-        return config.replace(wedge_axis=values["wedge_axis"])
+        return values
+
+    def config(self) -> NMSGConfig:
+        """The preset with the user's changes; ``ValueError`` says what is inconsistent."""
+        given = self.given_settings()
+        config = NMSGConfig.preset(self.preset_combo.currentText(), **given)
+        # preset() skips None values, but "auto" wedge axis / precision chosen here count
+        return config.replace(**{k: v for k, v in given.items() if v is None})
 
     # ------------------------------------------------------------- layers
     def _connect_viewer(self) -> None:
@@ -541,6 +563,7 @@ class NMSGWidget(QWidget):
         if checked is None:
             return None
         layer, config = checked
+        given = self.given_settings()
         model = self._model if self.reuse_check.isChecked() else None
         if self.reuse_check.isChecked() and model is None:
             show_error("NMSG: no model to reuse; untick 'Reuse model' or load one first.")
@@ -556,7 +579,8 @@ class NMSGWidget(QWidget):
                 if learned is None:
                     learned = yield from iter_learn_noise(data, config)
                 fitted = yield from iter_fit_denoiser(data, config, learned, preview_position=where)
-            result = yield from iter_denoise(data, fitted, out=buffer, config=config)
+            inference = inference_settings(fitted.config, given)
+            result = yield from iter_denoise(data, fitted, out=buffer, config=inference)
             return learned, fitted, result
 
         task = self._runner.start(
