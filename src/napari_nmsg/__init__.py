@@ -2,84 +2,49 @@
 
 Plain functions run a whole step and return its result; the ``iter_*`` variants are event
 generators yielding ``Progress`` / ``Preview`` for front ends that show progress.
+
+The public names are imported on first use (PEP 562): napari imports this package to list
+plugins and to open files, and the engine imports torch, which takes seconds.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from collections.abc import Callable
+import importlib
 from typing import Any
 
-import numpy as np
+from ._version import __version__
 
-from .batch import BatchSummary, denoise_many
-from .engine import (
-    PRESETS,
-    NMSGConfig,
-    NMSGModel,
-    NoiseLearning,
-    Preview,
-    Progress,
-    available_devices,
-    iter_denoise,
-    iter_fit_denoiser,
-    iter_learn_noise,
-    load_model,
-    run_events,
-    save_model,
-)
+# public name -> the module that defines it
+_LAZY = {
+    "PRESETS": ".engine",
+    "BatchSummary": ".batch",
+    "NMSGConfig": ".engine",
+    "NMSGModel": ".engine",
+    "NoiseLearning": ".engine",
+    "Preview": ".engine",
+    "Progress": ".engine",
+    "available_devices": ".engine",
+    "denoise": "._api",
+    "denoise_many": ".batch",
+    "fit_denoiser": "._api",
+    "iter_denoise": ".engine",
+    "iter_fit_denoiser": ".engine",
+    "iter_learn_noise": ".engine",
+    "learn_noise": "._api",
+    "load_model": ".engine",
+    "save_model": ".engine",
+}
 
-EventCallback = Callable[[Progress | Preview], Any] | None
-
-
-def learn_noise(
-    volume: np.ndarray, config: NMSGConfig | None = None, on_event: EventCallback = None
-) -> NoiseLearning:
-    """Fit a noise model to the signal-free regions of ``volume`` (Z, Y, X)."""
-    return run_events(iter_learn_noise(volume, config or NMSGConfig()), on_event)
+__all__ = ["__version__", *_LAZY]
 
 
-def fit_denoiser(
-    volume: np.ndarray,
-    config: NMSGConfig | None = None,
-    noise: NoiseLearning | None = None,
-    on_event: EventCallback = None,
-) -> NMSGModel:
-    """Learn the noise (unless ``noise`` is given) and fit the denoiser to ``volume``."""
-    return run_events(iter_fit_denoiser(volume, config or NMSGConfig(), noise), on_event)
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # found directly from now on, without this function
+    return value
 
 
-def denoise(
-    volume: np.ndarray,
-    model: NMSGModel | None = None,
-    config: NMSGConfig | None = None,
-    on_event: EventCallback = None,
-) -> np.ndarray:
-    """Denoise ``volume``; without a ``model`` one is fitted to the volume itself first."""
-    config = config or (model.config if model else NMSGConfig())
-    if model is None:
-        model = fit_denoiser(volume, config, on_event=on_event)
-    return run_events(iter_denoise(volume, model, config=config), on_event)
-
-
-__all__ = [
-    "PRESETS",
-    "BatchSummary",
-    "NMSGConfig",
-    "NMSGModel",
-    "NoiseLearning",
-    "Preview",
-    "Progress",
-    "__version__",
-    "available_devices",
-    "denoise",
-    "denoise_many",
-    "fit_denoiser",
-    "iter_denoise",
-    "iter_fit_denoiser",
-    "iter_learn_noise",
-    "learn_noise",
-    "load_model",
-    "save_model",
-]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

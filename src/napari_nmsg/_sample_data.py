@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._layers import display_limits
-from .simulate import simulate_tomogram
 
 SAMPLE_SHAPE = (64, 64, 64)
 
@@ -16,6 +15,8 @@ def make_sample_data(shape: tuple[int, int, int] = SAMPLE_SHAPE, seed: int = 0):
     The ground truth is what a perfect denoiser could reach (same missing wedge and CTF);
     it is never used by the denoiser, only for looking at the result.
     """
+    from .simulate import simulate_tomogram  # imports torch: only when a sample is made
+
     sim = simulate_tomogram(shape, seed=seed)
     scale = (sim.voxel_size,) * 3
     info: dict[str, Any] = {"simulated": True, "snr": sim.snr, "seed": seed}

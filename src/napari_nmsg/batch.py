@@ -32,7 +32,6 @@ import hashlib
 import io as _stringio
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -45,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .engine import (
     NMSGConfig,
     NMSGModel,
@@ -294,7 +293,11 @@ def _memory_facts() -> dict[str, float]:
     peak GPU memory of this task (MB)."""
     import torch
 
-    facts = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    facts: dict[str, float] = {}
+    with contextlib.suppress(ImportError):  # resource is Unix-only: no peak RSS on Windows
+        import resource
+
+        facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         facts["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     with contextlib.suppress(OSError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import __version__
+from ._version import __version__
 from .engine import (
     PRESETS,
     NMSGConfig,

@@ -19,7 +19,6 @@ from typing import Any
 import mrcfile
 import numpy as np
 
-from .engine.mapped_pages import release_mapped_pages
 from .errors import InputError, OutputError
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
@@ -178,6 +177,10 @@ def _update_header_stats(mrc: mrcfile.mrcfile.MrcFile) -> None:
     mrcfile's ``update_header_stats`` makes full-size temporaries (``std``), which for a
     multi-GB memory-mapped output would cost that much RAM at the very end of a run.
     """
+    # imported here, not with this module: the engine package imports torch (seconds),
+    # which the napari reader, importing this module, does not need
+    from .engine.mapped_pages import release_mapped_pages
+
     data = mrc.data
     step = max(1, _STATS_VOXELS // max(1, data[0].size))
     lo, hi, total, squares, shift = np.inf, -np.inf, 0.0, 0.0, None
