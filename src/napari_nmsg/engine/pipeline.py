@@ -16,6 +16,7 @@ from ..errors import InputError
 from .config import NMSGConfig
 from .device import conv_memory_format, inference_dtype, resolve_device
 from .events import Event, EventStream, Preview, Progress
+from .fill import detect_fill
 from .mapped_pages import release_mapped_pages
 from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
@@ -47,13 +48,14 @@ def prepare_volume(
     volume: np.ndarray, config: NMSGConfig, normalisation: Normalisation | None = None
 ) -> NormalisedVolume:
     """Validate ``volume`` and give its normalised (by default by its own statistics),
-    wedge-axis-first view."""
+    wedge-axis-first view, with its constant fill frame (if any) found."""
     validate_volume(volume)
     if config.wedge_axis is not None and config.wedge_axis >= volume.ndim:
         raise InputError(f"wedge_axis {config.wedge_axis} does not exist in a 3D volume")
+    fill = detect_fill(volume)
     if normalisation is None:
-        normalisation = fit_normalisation(volume, config.wedge_axis, seed=config.seed)
-    return NormalisedVolume(volume, normalisation)
+        normalisation = fit_normalisation(volume, config.wedge_axis, seed=config.seed, fill=fill)
+    return NormalisedVolume(volume, normalisation, fill)
 
 
 def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
@@ -254,6 +256,9 @@ def iter_denoise(
 
     def write(z: slice, values: np.ndarray) -> None:
         target[z] = source.to_raw_scale(values)
+        fill = source.fill_mask((z, slice(None), slice(None)))
+        if fill is not None:  # the input's fill, bit for bit: it is no data to denoise
+            target[z][fill] = source.canonical[z][fill]
         release_mapped_pages(out)  # bounds RSS when streaming multi-GB memory maps
 
     tile, batch = inference.tile, inference.tile_batch

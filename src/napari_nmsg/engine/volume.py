@@ -8,11 +8,15 @@ normalisation is applied per crop or tile as it is read.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
 from .mapped_pages import release_mapped_pages
+
+if TYPE_CHECKING:
+    from .fill import Fill
 
 MIN_EXTENT = 16
 _CHUNK_VOXELS = 1 << 24  # ~64 MB of float32 per pass over a big volume
@@ -71,10 +75,20 @@ def detect_wedge_axis(shape: tuple[int, ...]) -> int:
 
 
 def fit_normalisation(
-    array: np.ndarray, wedge_axis: int | None = None, *, sample: int = 1 << 21, seed: int = 0
+    array: np.ndarray,
+    wedge_axis: int | None = None,
+    *,
+    sample: int = 1 << 21,
+    seed: int = 0,
+    fill: Fill | None = None,
 ) -> Normalisation:
-    """Median / MAD on a random voxel sample: robust to gold beads and carbon edges."""
-    axis = detect_wedge_axis(array.shape) if wedge_axis is None else wedge_axis
+    """Median / MAD on a random voxel sample: robust to gold beads and carbon edges.
+
+    With ``fill``, fill voxels are left out of the statistics and the wedge axis is the
+    smallest extent of the data inside the fill: a frame can pad the thin axis past another.
+    """
+    extent = array.shape if fill is None else fill.data_extent
+    axis = detect_wedge_axis(extent) if wedge_axis is None else wedge_axis
     rng = np.random.default_rng(seed)
     n = int(np.prod(array.shape))
     if n <= sample:
@@ -86,6 +100,11 @@ def fit_normalisation(
         for part in np.array_split(np.arange(sample), 16):  # sorted: 1/16 of a file each
             values[part] = flat[idx[part]]
             release_mapped_pages(array)
+    if fill is not None:
+        # by value, not by neighbourhood: a data voxel equal to a fill value is rare
+        values = values[~np.isin(values, fill.values)]
+        if not values.size:
+            raise InputError("the voxel sample holds only fill: too little data to normalise")
     median = float(np.median(values))
     scale = 1.4826 * float(np.median(np.abs(values - median)))
     if not scale > 0:
@@ -94,11 +113,17 @@ def fit_normalisation(
 
 
 class NormalisedVolume:
-    """Read-only canonical, normalised access to a (possibly memory-mapped) raw volume."""
+    """Read-only canonical, normalised access to a (possibly memory-mapped) raw volume.
 
-    def __init__(self, raw: np.ndarray, normalisation: Normalisation):
+    Fill voxels (``fill``, see ``engine.fill``) read as 0, the data's median: the fill value
+    is arbitrary (0 beside data of mean 100 is a step of many noise levels), and the
+    network must not depend on it.
+    """
+
+    def __init__(self, raw: np.ndarray, normalisation: Normalisation, fill: Fill | None = None):
         self.raw = raw
         self.normalisation = normalisation
+        self.fill = fill
         self.canonical = np.moveaxis(raw, normalisation.wedge_axis, 0)
         self.shape: tuple[int, int, int] = tuple(self.canonical.shape)
 
@@ -106,7 +131,22 @@ class NormalisedVolume:
         """The normalised float32 values of a canonical region."""
         block = np.asarray(self.canonical[region], dtype=np.float32)
         norm = self.normalisation
-        return ((block - np.float32(norm.offset)) / np.float32(norm.scale)).astype(np.float32)
+        block = ((block - np.float32(norm.offset)) / np.float32(norm.scale)).astype(np.float32)
+        if self.fill is not None:
+            block[self.fill.mask(self.canonical, region)] = 0.0
+        return block
+
+    def fill_mask(self, region: tuple[slice, ...]) -> np.ndarray | None:
+        """The fill voxels of a canonical region; None when the volume has no fill."""
+        return None if self.fill is None else self.fill.mask(self.canonical, region)
+
+    @property
+    def data_box(self) -> tuple[slice, slice, slice]:
+        """The canonical bounding box of the non-fill voxels (all of it without fill)."""
+        if self.fill is None:
+            return tuple(slice(0, n) for n in self.shape)
+        axis = self.normalisation.wedge_axis
+        return tuple(self.fill.data_box[a] for a in (axis, *(a for a in range(3) if a != axis)))
 
     def to_raw_scale(self, block: np.ndarray) -> np.ndarray:
         norm = self.normalisation
