@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from .fill import fill_per_bin
 from .volume import NormalisedVolume
 
 MIN_PATCHES = 8
@@ -57,21 +58,36 @@ def _binned(volume: NormalisedVolume) -> tuple[np.ndarray, int]:
 
 
 def _select(
-    flatness: np.ndarray, noise_energy: np.ndarray, size: int, margins: tuple[int, ...], count: int
+    flatness: np.ndarray,
+    noise_energy: np.ndarray,
+    size: int,
+    bounds: list[tuple[int, int]],
+    count: int,
+    fill_bins: np.ndarray | None = None,
 ) -> list[tuple[int, ...]]:
-    """Flattest corners on a half-overlapping grid, from the flattest quarter only.
+    """Flattest corners in ``bounds`` on a half-overlapping grid, from the flattest quarter.
 
     Boxes whose high-frequency energy is far from typical are skipped: at the edges of a
-    reconstruction fewer tilts contribute and the noise is weaker than elsewhere.
+    reconstruction fewer tilts contribute and the noise is weaker than elsewhere. Boxes that
+    reach into fill (``fill_bins > 0``) are no candidates: fill is the flattest region of
+    all, noiseless, and would also set the typical energy.
     """
     stride = max(1, size // 2)
     ranges = []
-    for length, margin in zip(flatness.shape, margins, strict=True):
-        lo, hi = margin, length - size - margin
+    for lo, hi in bounds:
         if hi < lo:
             return []
         ranges.append(np.unique(np.r_[np.arange(lo, hi + 1, stride), hi]))
     grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
+    if fill_bins is not None:
+        # window [corner, corner + size + 1): a full-resolution box may end inside one bin more
+        reach = size + 1
+        touched = ndimage.maximum_filter(
+            fill_bins > 0, reach, mode="constant", origin=-(reach // 2)
+        )
+        grid = grid[~touched[tuple(grid.T)]]
+        if not len(grid):
+            return []
     centres = tuple((grid + size // 2).T)
     energy = noise_energy[centres]
     typical = np.abs(energy / np.median(energy) - 1) < 0.15
@@ -81,26 +97,40 @@ def _select(
     return [tuple(int(v) for v in grid[i]) for i in keep[:count]]
 
 
+def _box(corner: tuple[int, ...], size: int) -> tuple[slice, ...]:
+    return tuple(slice(c, c + size) for c in corner)
+
+
 def extract_noise_patches(
     volume: NormalisedVolume, patch_size: int, max_patches: int
 ) -> NoisePatches:
     """Cut up to ``max_patches`` flat-background patches, shrinking them if too few fit."""
     binned, factor = _binned(volume)
+    fill_bins = None
+    if volume.fill is not None:
+        fill_bins = fill_per_bin(volume.fill_mask, volume.shape, factor)
+    data = volume.data_box  # the reconstruction inside any fill frame
+    extent = [d.stop - d.start for d in data]
     size = patch_size
     notes = []
     while True:
         # thickness axis: off the reconstruction's borders; in plane: off its weaker edges
-        margins = (max(1, volume.shape[0] // 32), volume.shape[1] // 16, volume.shape[2] // 16)
+        margins = (max(1, extent[0] // 32), extent[1] // 16, extent[2] // 16)
         corners = []
-        if all(s - 2 * m >= size for s, m in zip(volume.shape, margins, strict=True)):
+        if all(e - 2 * m >= size for e, m in zip(extent, margins, strict=True)):
             box = max(2, size // factor)
             flatness, energy = _local_scores(binned, box)
             # scores on the binned grid, corners in full-resolution voxels
-            binned_margins = tuple(-(-m // factor) for m in margins)
+            bounds = [
+                (-(-(d.start + m) // factor), d.stop // factor - box - -(-m // factor))
+                for d, m in zip(data, margins, strict=True)
+            ]
             corners = [
                 tuple(min(c * factor, s - size) for c, s in zip(corner, volume.shape, strict=True))
-                for corner in _select(flatness, energy, box, binned_margins, max_patches)
+                for corner in _select(flatness, energy, box, bounds, max_patches, fill_bins)
             ]
+            if volume.fill is not None:  # exactly, at full resolution
+                corners = [c for c in corners if not volume.fill_mask(_box(c, size)).any()]
         if len(corners) >= MIN_PATCHES or size // 2 < MIN_PATCH_SIZE:
             break
         notes.append(f"only {len(corners)} patches of {size}³ fit; retrying with {size // 2}³")
@@ -109,9 +139,10 @@ def extract_noise_patches(
         raise InputError(
             f"found no signal-free region for noise patches in a volume of shape {volume.shape}"
         )
-    patches = np.stack(
-        [volume.read(tuple(slice(c, c + size) for c in corner)) for corner in corners]
-    )
+    patches = np.stack([volume.read(_box(corner, size)) for corner in corners])
     patches -= patches.mean(axis=(1, 2, 3), keepdims=True)
     notes.insert(0, f"{len(corners)} noise patches of {size}³ from flat background")
+    if volume.fill is not None:
+        share = volume.fill.voxels / np.prod(volume.shape)
+        notes.insert(1, f"{share:.0%} of the volume is fill {volume.fill.values}, left out")
     return NoisePatches(patches.astype(np.float32), np.array(corners), size, "; ".join(notes))
