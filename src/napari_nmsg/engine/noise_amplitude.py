@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .fill import grow
 from .noise_model import SpectralNoise
 from .volume import NormalisedVolume
 
@@ -36,13 +37,25 @@ def local_noise_amplitude(
     """Coarse (binned by ``BIN``) amplitude factors for the model noise, clipped to [0.5, 2]."""
     depth = source.shape[0]
     margin = 4
-    rows = []
+    rows, weights = [], []
     for start in range(0, depth - depth % BIN, _SLAB):
         stop = min(start + _SLAB, depth - depth % BIN)
         lo, hi = max(0, start - margin), min(depth, stop + margin)
-        energy = _highpass_energy(source.read((slice(lo, hi), slice(None), slice(None))))
-        rows.append(_binned_mean(energy[start - lo : start - lo + stop - start]))
+        region = (slice(lo, hi), slice(None), slice(None))
+        energy = _highpass_energy(source.read(region))
+        own = slice(start - lo, start - lo + stop - start)
+        fill = source.fill_mask(region)
+        if fill is not None:  # fill, and the voxels whose high-pass reaches it, hold no noise
+            data = ~grow(fill, 2)
+            energy *= data
+            weights.append(_binned_mean(data[own].astype(np.float32)))
+        rows.append(_binned_mean(energy[own]))
     volume_energy = ndimage.gaussian_filter(np.concatenate(rows), 2.0)
+    if weights:  # normalised convolution: fill bins take the energy of the data around them
+        weight = ndimage.gaussian_filter(np.concatenate(weights), 2.0)
+        seen = weight > 0.01
+        volume_energy = np.where(seen, volume_energy / np.maximum(weight, 0.01), 0.0)
+        volume_energy[~seen] = np.median(volume_energy[seen])  # far inside the fill
     with torch.no_grad():
         sample = noise_model.sample(1, (48, 48, 48), generator)[0, 0].cpu().numpy()
     model_energy = float(_highpass_energy(sample)[4:-4, 4:-4, 4:-4].mean())
