@@ -19,7 +19,6 @@ computed where it is needed and no volume-sized mask is ever held.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,19 +139,3 @@ def detect_fill(array: np.ndarray) -> Fill | None:
         raise InputError(f"volume holds nothing but fill (value {values}): nothing to denoise")
     box = tuple(slice(int(np.argmax(o)), len(o) - int(np.argmax(o[::-1]))) for o in occupied)
     return Fill(values, voxels, box)
-
-
-def fill_per_bin(
-    mask_of: Callable[[Region], np.ndarray], shape: tuple[int, ...], factor: int
-) -> np.ndarray:
-    """Fraction of fill in each ``factor``³ bin (partial bins at the far ends dropped),
-    from masks of slabs along axis 0, so the full-resolution mask is never held whole."""
-    bins = [s // factor for s in shape]
-    plane = slice(0, bins[1] * factor), slice(0, bins[2] * factor)
-    parts = []
-    for rows in _slabs(bins[0], bins[1] * bins[2] * factor**3):
-        mask = mask_of((slice(rows.start * factor, rows.stop * factor), *plane))
-        parts.append(
-            mask.reshape(-1, factor, bins[1], factor, bins[2], factor).mean(axis=(1, 3, 5))
-        )
-    return np.concatenate(parts).astype(np.float32)

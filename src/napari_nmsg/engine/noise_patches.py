@@ -6,14 +6,14 @@ structure and removes most noise, so low local variance means "no structure here
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from .fill import fill_per_bin
-from .volume import NormalisedVolume
+from .volume import NormalisedVolume, _slabs
 
 MIN_PATCHES = 8
 MIN_PATCH_SIZE = 8
@@ -45,16 +45,29 @@ def _local_scores(volume: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray]
     return mean_sq - mean * mean, high
 
 
+def _bin_means(
+    read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...], factor: int
+) -> np.ndarray:
+    """Means over ``factor``³ bins (partial bins at the far ends dropped), read in slabs
+    along axis 0: the full-resolution volume (and its fill mask) is never held whole."""
+    bins = [s // factor for s in shape]
+    plane = slice(0, bins[1] * factor), slice(0, bins[2] * factor)
+    parts = []
+    for rows in _slabs(bins[0], bins[1] * bins[2] * factor**3):
+        block = read((slice(rows.start * factor, rows.stop * factor), *plane))
+        parts.append(
+            block.reshape(-1, factor, bins[1], factor, bins[2], factor).mean(axis=(1, 3, 5))
+        )
+    return np.concatenate(parts)
+
+
 def _binned(volume: NormalisedVolume) -> tuple[np.ndarray, int]:
     factor = 1
     while np.prod(volume.shape) / factor**3 > _SCORE_VOXELS:
         factor += 1
     if factor == 1:
         return volume.read(), 1
-    crop = tuple(slice(0, (s // factor) * factor) for s in volume.shape)
-    data = volume.read(crop)
-    z, y, x = (s // factor for s in data.shape)
-    return data.reshape(z, factor, y, factor, x, factor).mean(axis=(1, 3, 5)), factor
+    return _bin_means(volume.read, volume.shape, factor), factor
 
 
 def _select(
@@ -108,7 +121,7 @@ def extract_noise_patches(
     binned, factor = _binned(volume)
     fill_bins = None
     if volume.fill is not None:
-        fill_bins = fill_per_bin(volume.fill_mask, volume.shape, factor)
+        fill_bins = _bin_means(volume.fill_mask, volume.shape, factor)
     data = volume.data_box  # the reconstruction inside any fill frame
     extent = [d.stop - d.start for d in data]
     size = patch_size
