@@ -15,6 +15,7 @@ from .config import NMSGConfig
 from .model import NMSGModel
 from .noise_model import build_noise_model
 from .unet import UNet3D
+from .validation import QualityEstimate
 from .volume import Normalisation
 
 FORMAT = "napari-nmsg-model"
@@ -31,6 +32,7 @@ def save_model(model: NMSGModel, path: str | os.PathLike) -> Path:
         "noise_kind": model.noise_model.kind,
         "noise_args": model.noise_model.init_args(),
         "unet_args": model.denoiser.init_args(),
+        "quality": model.quality.to_dict() if model.quality else None,
         "package_version": __version__,
     }
     payload = {
@@ -76,4 +78,5 @@ def load_model(path: str | os.PathLike) -> NMSGModel:
         denoiser=net.eval(),
         normalisation=Normalisation(**meta["normalisation"]),
         fidelity=meta["fidelity"],
+        quality=QualityEstimate(**meta["quality"]) if meta.get("quality") else None,
     )

@@ -33,7 +33,10 @@ class NMSGConfig:
     unet_width: int = 8
     space_to_depth: bool = False
     # the network corrects the input blurred by this Gaussian (voxels); 0 corrects the input
-    base_sigma: float = 0.0
+    # itself; None: the Gaussian the self-supervised validation finds best for the input
+    base_sigma: float | None = None
+    # return the best Gaussian when the validation finds the network worse than it
+    gaussian_fallback: bool = True
     train_steps: int = 2400
     batch_size: int = 2
     crop: int = 32
@@ -68,6 +71,8 @@ class NMSGConfig:
                 f"crop={self.crop} must be a multiple of {self.multiple} and at least "
                 f"{self.multiple * 2} for this U-Net (depth {self.unet_depth})"
             )
+        if self.base_sigma is not None and not 0 <= self.base_sigma <= 8:
+            problems.append(f"base_sigma={self.base_sigma} must be between 0 and 8 voxels")
         if self.overlap < 0:
             problems.append(f"overlap={self.overlap} must not be negative")
         if self.tile % self.multiple:

@@ -10,6 +10,7 @@ from .config import NMSGConfig
 from .noise_model import SpectralNoise
 from .noise_patches import NoisePatches
 from .unet import UNet3D
+from .validation import QualityEstimate
 from .volume import Normalisation
 
 
@@ -34,3 +35,4 @@ class NMSGModel:
     denoiser: UNet3D
     normalisation: Normalisation
     fidelity: dict[str, dict[str, float]] = field(default_factory=dict)
+    quality: QualityEstimate | None = None  # the self-supervised estimate, when fitted here

@@ -24,6 +24,7 @@ from .pairs import make_pair
 from .symmetry import apply_symmetry
 from .tiling import VolumeSource
 from .unet import UNet3D
+from .validation import training_region
 from .volume import NormalisedVolume
 
 Tensor = torch.Tensor
@@ -36,6 +37,8 @@ PairSampler = Callable[[np.random.Generator, torch.Generator], tuple[Tensor, Ten
 # model noise added to fill too 24.84/25.12, crops without any fill 25.52/25.86, fill kept
 # flat 25.78/26.08. Noise on noiseless fill asks the network to erase noise of another level.
 MAX_CROP_FILL = 0.5
+VALIDATE_EVERY = 100  # steps; one score costs about as much as two training steps
+PATIENCE = 6  # scores without improvement before training stops
 _REDRAWS = 10
 
 
@@ -104,12 +107,15 @@ def noise_model_pairs(
     device: torch.device,
     multiple: int,
     amplitude: np.ndarray | None = None,
+    held_out: int = 0,
 ) -> PairSampler:
     """NMSG pairs: crops of the noisy volume recorrupted with noise-model samples, scaled
-    by the local noise ``amplitude`` map (coarse, see ``noise_amplitude``) when given."""
-    size = crop_shape(source.shape, config.crop, multiple)
+    by the local noise ``amplitude`` map (coarse, see ``noise_amplitude``) when given.
+    The last ``held_out`` rows of the tilt axis are left to validation."""
+    region = training_region(source, held_out)  # starts at the origin: same coordinates
+    size = crop_shape(region.shape, config.crop, multiple)
     noise_model = noise_model.to(device).eval()
-    sources: list[VolumeSource] = [source]
+    sources: list[VolumeSource] = [region]
     if amplitude is not None:
         sources.append(AmplitudeSource(amplitude, source.shape))
     accept = None
@@ -188,16 +194,21 @@ def iter_train(
     config: NMSGConfig,
     device: torch.device,
     on_checkpoint: Callable[[UNet3D], Iterable[Event]] | None = None,
+    validate: Callable[[UNet3D], float] | None = None,
 ) -> EventStream[UNet3D]:
     """Adam with cosine decay; returns the weight average (EMA), which is steadier (§3).
 
     A diverging step is not taken: the network goes back to the weight average, Adam's
     moments are reset and the learning rate is halved (``rollbacks`` in the metrics).
+    With ``validate`` (a loss, lower is better) the weight average is scored every
+    ``VALIDATE_EVERY`` steps; the best one is returned, and training stops once
+    ``PATIENCE`` scores in a row have not improved on it.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, config.base_sigma)
+    base = config.base_sigma or 0.0  # None (chosen by validation) is resolved by callers
+    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, base)
     net = net.to(device, memory_format=conv_memory_format(device))
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -205,6 +216,7 @@ def iter_train(
         optimiser, config.train_steps, eta_min=0.05 * config.lr
     )
     guard, rollbacks = DivergenceGuard(), 0
+    best_loss, best_state, stale = np.inf, None, 0
     for step in range(1, config.train_steps + 1):
         inputs, targets, noisy = pairs(rng, generator)
         # full precision on purpose: bf16 autocast was measured to wreck training (the
@@ -228,9 +240,20 @@ def iter_train(
         schedule.step()
         if rollbacks:
             parts = {**parts, "rollbacks": float(rollbacks)}
+        last = step == config.train_steps
+        if validate is not None and (step % VALIDATE_EVERY == 0 or last):
+            parts = {**parts, "validation": validate(ema)}
+            if parts["validation"] < best_loss:
+                best_loss, stale = parts["validation"], 0
+                best_state = copy.deepcopy(ema.state_dict())
+            else:
+                stale += 1
+            last = last or stale >= PATIENCE
         yield Progress("train", step, config.train_steps, parts)
-        if on_checkpoint is not None and (
-            step % config.preview_every == 0 or step == config.train_steps
-        ):
+        if on_checkpoint is not None and (step % config.preview_every == 0 or last):
             yield from on_checkpoint(ema)
+        if last:
+            break
+    if best_state is not None:
+        ema.load_state_dict(best_state)
     return ema

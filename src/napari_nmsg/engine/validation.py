@@ -1,0 +1,183 @@
+"""Self-supervised validation: how good is a denoiser, without a clean volume?
+
+With recorrupted pairs the loss of ``f(y + αz)`` against ``y − z/α`` equals the error of
+``f(y + αz)`` against the clean volume plus a constant, ``E|n − z/α|²``, when the model
+noise ``z`` is as strong as the real noise ``n`` and independent of it. Computed on rows of
+the tilt axis the network never trains on, it ranks checkpoints, compares the network with
+the best Gaussian filter on the same inputs, and gives the user an estimated gain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .noise_amplitude import AmplitudeSource
+from .noise_model import SpectralNoise
+from .tiling import VolumeSource, Window
+from .unet import gaussian_blur, gaussian_kernel
+from .volume import NormalisedVolume
+
+SIGMAS = tuple(np.round(np.arange(0.5, 4.01, 0.25), 2))
+_MAX_DEPTH, _MAX_WIDTH = 96, 160  # the validation window's extent along Z and X
+_MAX_ROWS = 32  # held-out rows of the tilt axis
+_OVER_SMOOTHED = 1.25  # low-passed residual power over the noise's: above it, signal went
+
+
+def held_out_rows(rows: int, multiple: int) -> int:
+    """How many rows at the end of the tilt axis (canonical axis 1) to keep from training:
+    an eighth, as a multiple of the network's ``multiple``; 0 when the rest would be too
+    small to train on."""
+    count = max(multiple, min(_MAX_ROWS, rows // 8) // multiple * multiple)
+    return count if rows - count >= 2 * multiple else 0
+
+
+def training_region(source: NormalisedVolume, held_out: int) -> VolumeSource:
+    """The part of ``source`` the network may train on: all but the held-out rows at the
+    end of the data (inside any fill frame). It starts at the origin, so its coordinates
+    are the volume's."""
+    if not held_out:
+        return source
+    nz, _, nx = source.shape
+    rows = slice(0, source.data_box[1].stop - held_out)
+    return Window(source, (slice(0, nz), rows, slice(0, nx)))
+
+
+def _centred(extent: slice, most: int, multiple: int) -> slice:
+    length = extent.stop - extent.start
+    size = max(multiple, min(length, most) // multiple * multiple)
+    start = extent.start + (length - size) // 2
+    return slice(start, start + size)
+
+
+@dataclass(frozen=True)
+class QualityEstimate:
+    """What the validation says about a result, in words a user can act on.
+
+    The gain is stated against the best Gaussian filter, not the noisy input: the two
+    losses share their constant, so their order is robust, while an absolute error needs
+    the noise variance to better than a percent (at SNR 0.1 per tilt the clean signal
+    holds a few percent of the variance).
+    """
+
+    gain_over_gaussian_db: float  # > 0: the result is estimated better than the Gaussian
+    gaussian_sigma: float  # voxels, the Gaussian best for the recorrupted input
+    loss: float  # validation loss of the result (lower is better; same volume only)
+    gaussian_loss: float
+    over_smoothed: bool
+    fell_back: bool  # the network lost to the Gaussian, which was returned instead
+    held_out: bool  # measured on rows never trained on (else in-sample, optimistic)
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return dict(vars(self))
+
+    def summary(self) -> str:
+        notes = [
+            f"estimated {self.gain_over_gaussian_db:+.2f} dB against the best Gaussian "
+            f"filter (σ {self.gaussian_sigma:g} voxels)"
+        ]
+        if not self.held_out:
+            notes.append("in-sample: the volume is too small to hold rows out")
+        if self.fell_back:
+            notes.append("the network did not beat that filter, so the filter was returned")
+        if self.over_smoothed:
+            notes.append("looks over-smoothed: what was removed holds structure")
+        return "; ".join(notes)
+
+
+class RecorruptedValidation:
+    """Fixed recorrupted copies of a window whose last rows the network never trains on."""
+
+    def __init__(
+        self,
+        source: NormalisedVolume,
+        noise_model: SpectralNoise,
+        amplitude: np.ndarray | None,
+        alpha: float,
+        held_out: int,
+        multiple: int,
+        device: torch.device,
+        seed: int,
+    ):
+        box = source.data_box  # inside any fill frame
+        end, ny = box[1].stop, box[1].stop - box[1].start
+        context = min(max(16, 2 * multiple), ny - held_out) // multiple * multiple
+        rows = held_out or min(ny, _MAX_ROWS) // multiple * multiple
+        window = (
+            _centred(box[0], _MAX_DEPTH, multiple),
+            slice(max(0, end - rows - context), end),
+            _centred(box[2], _MAX_WIDTH, multiple),
+        )
+        self.held_out = bool(held_out)
+        self.scored = (slice(None), slice(None), slice(None), slice(context, None))
+        shape = tuple(s.stop - s.start for s in window)
+        noisy = torch.from_numpy(np.ascontiguousarray(source.read(window)))[None, None]
+        generator = torch.Generator(device=device).manual_seed(seed + 7919)
+        with torch.no_grad():
+            z = noise_model.to(device).sample(1, shape, generator).cpu()
+        if amplitude is not None:
+            z = z * torch.from_numpy(AmplitudeSource(amplitude, source.shape).read(window))
+        fill = source.fill_mask(window)
+        if fill is not None:  # fill stays flat, as in training
+            z = z * torch.from_numpy(~fill)
+        self.noisy = noisy.to(device)
+        self.noise = z.to(device)  # one model noise draw, as strong as the real noise
+        # antithetic pair: the two copies' errors from z cancel to first order
+        self.inputs = torch.cat([noisy + alpha * z, noisy - alpha * z]).to(device)
+        self.targets = torch.cat([noisy - z / alpha, noisy + z / alpha]).to(device)
+        self.noise_power = float((z[self.scored] ** 2).mean())
+        self.constant = (1 + 1 / alpha**2) * self.noise_power
+        self.device = device
+
+    def loss(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Mean squared difference of ``predict(y ± αz)`` from ``y ∓ z/α`` on scored rows."""
+        with torch.no_grad():
+            out = torch.cat([predict(x[None]) for x in self.inputs])
+        return float(((out - self.targets)[self.scored] ** 2).mean())
+
+    def gain_db(self, loss: float, reference: float) -> float:
+        """Estimated dB by which ``loss`` beats ``reference`` in error against the clean
+        volume (each less the constant; floored so that the sign always follows the loss)."""
+        floor = 1e-3 * self.noise_power
+        error = max(loss - self.constant, floor)
+        reference_error = max(reference - self.constant, floor)
+        return float(10 * np.log10(reference_error / error))
+
+    def gaussian_losses(self) -> dict[float, float]:
+        losses = {}
+        for sigma in SIGMAS:
+            taps = gaussian_kernel(float(sigma))
+            losses[float(sigma)] = self.loss(lambda x, t=taps: gaussian_blur(x, t))
+        return losses
+
+    def best_gaussian(self) -> tuple[float, float]:
+        """(σ, loss) of the Gaussian filter best for the recorrupted input."""
+        losses = self.gaussian_losses()
+        sigma = min(losses, key=losses.get)
+        return sigma, losses[sigma]
+
+    def sigma_for_input(self) -> float:
+        """The Gaussian σ best for the input itself, by Stein's unbiased risk estimate with
+        the model noise: ``|Gy − y|² − |w|² + 2⟨w, Gw⟩``, minimised over σ."""
+        y, w = self.noisy, self.noise
+        risks = {}
+        for s in SIGMAS:
+            taps = gaussian_kernel(float(s))
+            with torch.no_grad():
+                fit = (gaussian_blur(y, taps) - y)[self.scored].pow(2).mean()
+                trace = (w * gaussian_blur(w, taps))[self.scored].mean()
+            risks[float(s)] = float(fit - self.noise_power + 2 * trace)
+        return min(risks, key=risks.get)
+
+    def over_smoothed(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Whether the removed part ``y − f(y)`` holds more low-frequency power than noise
+        does: a denoiser that removes only noise leaves a residual that looks like noise."""
+        taps = gaussian_kernel(2.0)
+        with torch.no_grad():
+            residual = self.noisy - predict(self.noisy)
+            removed = gaussian_blur(residual, taps)[self.scored].pow(2).mean()
+            noise = gaussian_blur(self.noise, taps)[self.scored].pow(2).mean()
+        return bool(removed > _OVER_SMOOTHED * noise)

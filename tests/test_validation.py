@@ -1,0 +1,125 @@
+"""Self-supervised validation against the ground truth of small simulations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_nmsg.engine import NMSGConfig, load_model, run_events, save_model
+from napari_nmsg.engine.pipeline import (
+    BASE_WIDENING,
+    _iter_learn_noise,
+    iter_denoise,
+    iter_fit_denoiser,
+    prepare_volume,
+)
+from napari_nmsg.engine.unet import gaussian_blur, gaussian_kernel
+from napari_nmsg.engine.validation import (
+    SIGMAS,
+    RecorruptedValidation,
+    held_out_rows,
+    training_region,
+)
+from napari_nmsg.metrics import best_gaussian, psnr
+from napari_nmsg.simulate import simulate_tomogram
+
+
+@pytest.fixture(scope="module")
+def tomogram():
+    return simulate_tomogram((48, 48, 48), snr=0.1, seed=11)
+
+
+@pytest.fixture(scope="module")
+def validation(tomogram):
+    config = NMSGConfig(seed=0)
+    source = prepare_volume(tomogram.noisy, config)
+    noise = run_events(_iter_learn_noise(source, config))
+    held = held_out_rows(source.shape[1], 4)
+    valid = RecorruptedValidation(
+        source, noise.noise_model, None, 1.0, held, 4, torch.device("cpu"), seed=0
+    )
+    return source, valid
+
+
+def test_held_out_rows_leave_enough_to_train_and_are_multiples():
+    assert held_out_rows(48, 4) == 4
+    assert held_out_rows(128, 4) == 16
+    assert held_out_rows(1440, 8) == 32
+    assert held_out_rows(16, 8) == 0  # too small: validate in-sample
+
+
+def test_training_region_excludes_the_held_out_rows(validation):
+    source, _ = validation
+    region = training_region(source, 4)
+    assert region.shape == (source.shape[0], source.shape[1] - 4, source.shape[2])
+    np.testing.assert_array_equal(region.read((slice(0, 2),) * 3), source.read((slice(0, 2),) * 3))
+
+
+def test_gaussian_losses_track_the_true_error_and_rank_sigmas_as_the_truth(tomogram, validation):
+    source, valid = validation
+    scale = source.normalisation.scale
+    clean = torch.from_numpy(
+        np.ascontiguousarray(
+            (tomogram.target - source.normalisation.offset) / scale, dtype=np.float32
+        )
+    )
+    ny = source.shape[1]
+    rows = slice(ny - valid.noisy.shape[-2], ny)
+    window_target = clean[None, None][:, :, :, rows, :]
+    estimated, true = [], []
+    for sigma in (0.75, 1.5, 3.0):
+        taps = gaussian_kernel(sigma)
+        loss = valid.loss(lambda x, t=taps: gaussian_blur(x, t))
+        estimated.append(loss - valid.constant)
+        outs = torch.cat([gaussian_blur(x[None], taps) for x in valid.inputs])
+        true.append(float(((outs - window_target) ** 2)[valid.scored].mean()))
+    assert np.argsort(estimated).tolist() == np.argsort(true).tolist()
+    np.testing.assert_allclose(estimated, true, rtol=0.25)
+
+
+def test_sigma_for_the_input_is_near_the_oracle(tomogram, validation):
+    _, valid = validation
+    _, oracle, _ = best_gaussian(tomogram.noisy, tomogram.target, np.array(SIGMAS))
+    assert abs(valid.sigma_for_input() - oracle) <= 0.5
+    # the recorrupted input is noisier, so its best filter is at least as wide
+    assert valid.best_gaussian()[0] >= valid.sigma_for_input()
+
+
+def test_an_untrained_network_falls_back_to_the_gaussian_and_says_so(tomogram, tmp_path):
+    config = NMSGConfig(train_steps=1, base_sigma=0.0, crop=16, tile=32, overlap=8)
+    events = []
+    model = run_events(iter_fit_denoiser(tomogram.noisy, config), events.append)
+    q = model.quality
+    assert q.fell_back and q.held_out
+    assert model.config.base_sigma > 0 and model.config.inference_pairs == 0
+    assert q.gain_over_gaussian_db == 0.0 and q.loss == q.gaussian_loss
+    assert "the filter was returned" in q.summary()
+    assert any(getattr(e, "stage", "") == "validate" for e in events)
+    # the fallback network is exactly that Gaussian
+    x = torch.from_numpy(tomogram.noisy[None, None, :32, :32, :32].copy())
+    with torch.no_grad():
+        got = model.denoiser(x)[0, 0].numpy()
+    expected = gaussian_blur(x, gaussian_kernel(model.config.base_sigma))[0, 0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    again = load_model(save_model(model, tmp_path / "m.pt"))
+    assert again.quality == q
+    assert again.denoiser.base_sigma == model.config.base_sigma
+
+
+def test_a_trained_network_beats_the_gaussian_in_the_estimate_and_in_truth(tomogram):
+    config = NMSGConfig(train_steps=150, crop=24, tile=48, overlap=8)
+    model = run_events(iter_fit_denoiser(tomogram.noisy, config))
+    q = model.quality
+    assert not q.fell_back
+    assert q.gain_over_gaussian_db > 0 and q.loss < q.gaussian_loss
+    assert model.config.base_sigma == pytest.approx(BASE_WIDENING * q.gaussian_sigma)
+    truth = psnr(run_events(iter_denoise(tomogram.noisy, model)), tomogram.target)
+    assert truth > best_gaussian(tomogram.noisy, tomogram.target)[0]
+
+
+def test_over_smoothing_is_flagged(validation):
+    _, valid = validation
+    assert not valid.over_smoothed(lambda x: x)  # nothing removed
+    assert not valid.over_smoothed(lambda x: gaussian_blur(x, gaussian_kernel(1.0)))
+    assert valid.over_smoothed(lambda x: gaussian_blur(x, gaussian_kernel(8.0)))
