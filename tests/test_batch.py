@@ -235,6 +235,8 @@ def test_saved_model_does_no_training(tmp_path, volumes):
     # every inference setting that changes the output is in the resume key
     model_own = {"inference_pairs": 0, "tile": 16, "overlap": 4, "amp": None, "wedge_axis": None}
     assert sidecar["settings"]["inference"] == model_own
+    estimate = sidecar["quality_estimate"]
+    assert estimate["gaussian_sigma"] > 0 and isinstance(estimate["fell_back"], bool)
     with mrcfile.open(out / "t0.mrc") as mrc:
         one_pass = mrc.data.copy()
 

@@ -19,12 +19,18 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(tmp_path, mrc_path):
+def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(
+    tmp_path, mrc_path, capsys
+):
     before = _digest(mrc_path)
     out = tmp_path / "out.mrc"
     model = tmp_path / "model.pt"
     assert main(["denoise", str(mrc_path), "-o", str(out), "--save-model", str(model), *FAST]) == 0
     assert _digest(mrc_path) == before
+    # the self-supervised estimate is in the summary and in the output's labels
+    assert "quality: estimated" in capsys.readouterr().out
+    with mrcfile.open(out) as mrc:
+        assert any("nmsg estimate" in str(label) for label in mrc.get_labels())
     with mrcfile.open(out) as mrc, mrcfile.open(mrc_path) as src:
         assert mrc.data.shape == src.data.shape and mrc.data.dtype == np.float32
         assert mrc.voxel_size.x == pytest.approx(13.7) and mrc.voxel_size.z == pytest.approx(13.7)
@@ -41,7 +47,8 @@ def test_a_saved_model_denoises_with_its_own_inference_settings(tmp_path, mrc_pa
     (fast: one pass, 64³ tiles); an inference flag given on the command line still wins."""
     model_path = tmp_path / "model.pt"
     outs = {name: tmp_path / f"{name}.mrc" for name in ("fitted", "reused", "told")}
-    train = ["--steps", "3", "--crop", "16", "--noise-model", "spectral", "-q"]
+    train = ["--steps", "3", "--crop", "16", "--noise-model", "spectral", "--no-gaussian-fallback"]
+    train.append("-q")
     own = ["--inference-pairs", "2", "--tile", "16", "--overlap", "4"]
     fit = ["denoise", str(mrc_path), "-o", str(outs["fitted"]), "--save-model", str(model_path)]
     assert main([*fit, *train, *own]) == 0

@@ -231,6 +231,9 @@ def test_learn_then_denoise_with_live_previews_and_compare(setup, qtbot):
     np.testing.assert_allclose(output.data.mean(), raw.data.mean(), atol=3 * raw.data.std())
     assert widget.model_info.text().startswith("Model: fitted on")
     assert widget.progress.value() == 1000 and buttons_idle(widget)
+    # the self-supervised estimate is shown and kept with the output layer
+    assert "Quality: estimated" in widget.status.text()
+    assert output.metadata["napari_nmsg_quality"]["gaussian_sigma"] > 0
 
     # Compare: raw left, denoised right, nothing else visible; then restore everything
     grid = viewer_grid(viewer)

@@ -9,6 +9,7 @@ STAGE_LABELS = {
     "noise-patches": "Finding noise patches",
     "noise-model": "Training the noise model",
     "train": "Training the denoiser",
+    "validate": "Checking the result against the best Gaussian",
     "denoise": "Denoising",
 }
 

@@ -776,7 +776,15 @@ class NMSGWidget(QWidget):
             output.contrast_limits = display_limits(out)
             output.refresh()
         self.progress.setFormat("Done")
-        self.status.setText(f"Denoised {layer.name!r} in {elapsed} → {output.name!r}.")
+        message = f"Denoised {layer.name!r} in {elapsed} → {output.name!r}."
+        if model.quality is not None:
+            message += f" Quality: {model.quality.summary()}."
+            if self._layer_by_id(output.unique_id) is not None:
+                output.metadata = {
+                    **output.metadata,
+                    "napari_nmsg_quality": model.quality.to_dict(),
+                }
+        self.status.setText(message)
 
     def _remember_noise(self, layer: Image, config: NMSGConfig, learning: NoiseLearning) -> None:
         layer_id, data_id, key = self._noise_key(layer, config)

@@ -56,6 +56,7 @@ from .engine import (
 )
 from .engine import save_model as _save_model
 from .engine.config import INFERENCE_FIELDS, inference_settings
+from .engine.validation import QualityEstimate
 from .errors import InputError, OutputError
 from .io import (
     MODEL_SUFFIXES,
@@ -203,14 +204,15 @@ def denoise_file(
     overrides: dict[str, Any] | None = None,
     on_event: Callable[[Any], Any] | None = None,
     save_model: str | os.PathLike | None = None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], QualityEstimate | None]:
     """Denoise one tomogram file into one MRC file; fit a model to it unless ``model``.
 
     ``config`` gives the fitting settings (without a ``model``) and the device and tile
     batch to run on. The inference settings are the model's, except those the user set
     explicitly, given as ``overrides`` (``engine.config.inference_settings``). The output
     keeps the input's voxel size and origin and appears atomically (never partial).
-    Returns the seconds spent reading, fitting and denoising.
+    Returns the seconds spent reading, fitting and denoising, and the model's
+    self-supervised quality estimate (also written into the MRC labels).
     """
     started = time.perf_counter()
     config = config or NMSGConfig.preset("fast")
@@ -228,12 +230,27 @@ def denoise_file(
     run = {"device": config.device, "tile_batch": config.tile_batch}
     inference = inference_settings(model.config, {**(overrides or {}), **run})
     labels = (f"napari-nmsg {__version__}: denoised {Path(input_path).name}",)
+    if model.quality is not None:
+        labels += (quality_label(model.quality),)
     with mrc_output(
         output, tomo.data.shape, tomo.voxel_size, tomo.origin, protect=(input_path,), labels=labels
     ) as out:
         run_events(iter_denoise(tomo.data, model, out, inference), on_event)
     seconds["denoise"] = time.perf_counter() - before
-    return seconds
+    return seconds, model.quality
+
+
+def quality_label(quality: QualityEstimate) -> str:
+    """The estimate in one MRC label (80 characters at most)."""
+    flags = "".join(
+        f"; {name}"
+        for name, on in (("fell back", quality.fell_back), ("over-smoothed", quality.over_smoothed))
+        if on
+    )
+    return (
+        f"nmsg estimate {quality.gain_over_gaussian_db:+.2f} dB vs Gaussian "
+        f"sigma {quality.gaussian_sigma:g}{flags}"
+    )[:80]
 
 
 # --- tasks (run on the workers) ----------------------------------------------------------------
@@ -339,9 +356,10 @@ def run_job(job: Job) -> dict[str, Any]:
                 record["status"] = "skipped"
             else:
                 model = load_model(job.model) if job.model else None
-                seconds.update(
-                    denoise_file(job.input, output, config, model, overrides=job.overrides)
+                spent, quality = denoise_file(
+                    job.input, output, config, model, overrides=job.overrides
                 )
+                seconds.update(spent)
                 write_json_atomic(
                     sidecar,
                     {
@@ -354,6 +372,7 @@ def run_job(job: Job) -> dict[str, Any]:
                         "settings_digest": job.digest,
                         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "seconds": seconds,
+                        "quality_estimate": quality.to_dict() if quality else None,
                     },
                 )
                 record["status"] = "done"

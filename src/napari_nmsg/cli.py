@@ -30,6 +30,7 @@ STAGE_NAMES = {
     "noise-patches": "noise patches",
     "noise-model": "noise model (GAN)",
     "train": "training",
+    "validate": "validating",
     "denoise": "denoising",
 }
 
@@ -94,13 +95,25 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         "PSNR in the benchmark; default: on for CUDA and CPUs with AMX / AVX512-BF16",
     )
     group.add_argument("--wedge-axis", type=int, choices=[0, 1, 2], help="thickness axis")
+    group.add_argument(
+        "--base-sigma",
+        type=float,
+        help="Gaussian (voxels) the network corrects; 0: the input itself; default: chosen "
+        "by the self-supervised validation",
+    )
+    group.add_argument(
+        "--gaussian-fallback",
+        action=argparse.BooleanOptionalAction,
+        help="return the best Gaussian filter when the validation finds the network worse "
+        "(default: on)",
+    )
 
 
 # Config fields with a command-line flag; the flags default to None (not given).
 CONFIG_OPTIONS = (
     "seed", "device", "train_steps", "gan_steps", "noise_model", "pairing", "crop",
     "unet_width", "unet_depth", "lambda_grad", "lambda_gui", "tile", "overlap",
-    "wedge_axis", "amp", "inference_pairs",
+    "wedge_axis", "amp", "inference_pairs", "base_sigma", "gaussian_fallback",
 )  # fmt: skip
 
 
@@ -150,12 +163,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     bars = ProgressBars(args.quiet)
     model = load_model(args.model) if args.model else None
-    denoise_file(
+    _, quality = denoise_file(
         args.input, args.output, config_from_args(args), model,
         overrides=given_settings(args), on_event=bars, save_model=args.save_model,
     )  # fmt: skip
     bars.close()
     print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
+    if quality is not None:
+        print(f"quality: {quality.summary()}")
     return 0
 
 
