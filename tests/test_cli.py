@@ -19,9 +19,7 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(
-    tmp_path, mrc_path, capsys
-):
+def test_denoise_writes_float32_with_voxel_size_and_leaves_input_alone(tmp_path, mrc_path, capsys):
     before = _digest(mrc_path)
     out = tmp_path / "out.mrc"
     model = tmp_path / "model.pt"
