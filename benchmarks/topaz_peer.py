@@ -6,8 +6,8 @@ napari-nmsg package never imports this file or Topaz::
 
 topaz-em 0.3.20's ``topaz denoise3d -m unet-3d-10a`` cannot open its own packaged weights
 (a resource path with ``..``), so this loads the same file by path with its 3D U-Net's
-width (7) and applies Topaz's own patch-wise denoiser with its CLI defaults (96³ patches,
-48 voxels of padding).
+width (7) and applies Topaz's own denoiser to the whole volume at once (no patches: for
+tomograms of this size that is both its best and its fastest setting).
 """
 
 import sys
@@ -29,7 +29,7 @@ def main(source: str, target: str) -> None:
     # Denoise3D accepts a model only as an exact nn.Module or nn.Sequential
     network = torch.nn.Sequential(load_model(str(WEIGHTS), base_kernel_width=7))
     denoiser = Denoise3D(network, use_cuda=False, dims=3)
-    out = denoiser.denoise(volume, patch_size=96, padding=48, verbose=False)
+    out = denoiser.denoise(volume, patch_size=0, verbose=False)
     with mrcfile.new(target, overwrite=True) as mrc:
         mrc.set_data(out.astype(np.float32))
 

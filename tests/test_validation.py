@@ -92,7 +92,7 @@ def test_an_untrained_network_falls_back_to_the_gaussian_and_says_so(tomogram, t
     model = run_events(iter_fit_denoiser(tomogram.noisy, config), events.append)
     q = model.quality
     assert q.fell_back and q.held_out
-    assert model.config.base_sigma > 0 and model.config.inference_pairs == 0
+    assert model.config.base_sigma > 0 and model.config.pairing == "r2r"
     assert q.gain_over_gaussian_db == 0.0 and q.loss == q.gaussian_loss
     assert "the filter was returned" in q.summary()
     assert any(getattr(e, "stage", "") == "validate" for e in events)

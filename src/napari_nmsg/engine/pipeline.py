@@ -231,11 +231,9 @@ def iter_fit_denoiser(
     )
     net_loss = validation.loss(_estimator(net, config))
     fell_back = config.gaussian_fallback and net_loss > gaussian_loss
-    if fell_back:  # an untrained network with a Gaussian base is exactly that Gaussian,
-        # applied as one plain pass (no pairs, no Noisier2Noise correction)
-        config = config.replace(
-            base_sigma=validation.sigma_for_input(), inference_pairs=0, pairing="r2r"
-        )
+    if fell_back:  # an untrained network with a Gaussian base is exactly that Gaussian;
+        # r2r applies it without a correction (averaged ±z pairs of a linear filter cancel)
+        config = config.replace(base_sigma=validation.sigma_for_input(), pairing="r2r")
         net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, config.base_sigma)
     result_loss = gaussian_loss if fell_back else net_loss
     quality = QualityEstimate(
@@ -247,7 +245,7 @@ def iter_fit_denoiser(
         fell_back=fell_back,
         held_out=validation.held_out,
     )
-    yield Progress("validate", 1, 1, quality.to_dict())
+    yield Progress("validate", 1, 1, {k: float(v) for k, v in quality.to_dict().items()})
     return NMSGModel(
         config=config,
         noise_model=noise.noise_model.cpu(),
