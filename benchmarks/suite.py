@@ -281,7 +281,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(report["cases"])
-    methods = [m for m in METHODS if m != "noisy"]
+    present = {m for case in report["cases"].values() for m in case["methods"]}
+    methods = [m for m in METHODS if m != "noisy" and m in present]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
@@ -295,7 +296,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
     ax.set_ylabel("PSNR gain over the noisy input (dB)")
     ax.legend(fontsize=8, ncol=3)
-    ax.set_title(f"Case suite ({report['machine'].get('cpu', '')})", fontsize=9)
+    machine = report["machine"]
+    ax.set_title(f"Case suite ({machine['cpu_model']}, {machine['cpu_cores']} cores)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
