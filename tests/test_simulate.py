@@ -132,3 +132,57 @@ def test_invalid_inputs_raise(kwargs: dict, match: str) -> None:
     kwargs = {"shape": (16, 16, 16), **kwargs}
     with pytest.raises(ValueError, match=match):
         simulate_tomogram(**kwargs)
+
+
+def test_shot_noise_halves_average_to_the_full_dose_and_follow_the_ice() -> None:
+    def thin_over_thick(sim: SimulatedTomogram) -> float:
+        noise = sim.noisy - sim.target  # the ice thickens along X
+        return float(noise[:, :, 4:16].std() / noise[:, :, 32:44].std())
+
+    flat = simulate_tomogram(SHAPE, snr=0.1, noise="poisson", seed=2)
+    sim = simulate_tomogram(SHAPE, snr=0.1, noise="poisson", ice_gradient=2.0, seed=2)
+    np.testing.assert_allclose(sim.noisy, 0.5 * (sim.even + sim.odd), atol=1e-6)
+    even, odd = (sim.even - sim.target).ravel(), (sim.odd - sim.target).ravel()
+    assert abs(np.corrcoef(even, odd)[0, 1]) < 0.05
+    # normalised by each tilt's mean count, thin ice (more electrons) carries more absolute
+    # noise and proportionally more signal (measured 1.033 with the gradient, 0.996 without)
+    assert thin_over_thick(sim) > 1.02 > thin_over_thick(flat)
+
+
+def test_a_narrow_detector_makes_the_noise_weaker_at_the_faces() -> None:
+    wide = simulate_tomogram(SHAPE, snr=0.1, seed=4)
+    narrow = simulate_tomogram(SHAPE, snr=0.1, detector="narrow", seed=4)
+
+    def face_over_centre(sim: SimulatedTomogram) -> float:
+        noise = (sim.noisy - sim.target)[:8]  # an outer Z slab, where high tilts leave
+        return float(noise[:, :, :6].std() / noise[:, :, 21:27].std())
+
+    assert face_over_centre(narrow) < 0.9 < face_over_centre(wide)
+
+
+def test_crowding_fills_the_slab_and_damage_depends_on_the_tilt_order() -> None:
+    sparse = simulate_tomogram((32, 48, 48), snr=1.0, seed=5)
+    crowded = simulate_tomogram((32, 48, 48), snr=1.0, crowding=3.0, seed=5)
+    assert (crowded.phantom > 0.3).mean() > 1.5 * (sparse.phantom > 0.3).mean()
+    orders = [
+        simulate_tomogram((32, 32, 32), snr=1.0, tilt_scheme=scheme, seed=5).target
+        for scheme in ("none", "sequential", "dose-symmetric")
+    ]
+    assert not np.allclose(orders[0], orders[1]) and not np.allclose(orders[1], orders[2])
+    # radiation damage only removes signal: less total power than without it
+    assert orders[1].var() < orders[0].var() and orders[2].var() < orders[0].var()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"noise": "laplace"}, "noise"),
+        ({"detector": "huge"}, "detector"),
+        ({"tilt_scheme": "random"}, "tilt_scheme"),
+        ({"crowding": -1.0}, "crowding"),
+        ({"ice_gradient": 3.0}, "ice_gradient"),
+    ],
+)
+def test_invalid_imaging_choices_raise(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        simulate_tomogram((16, 16, 16), **kwargs)

@@ -225,6 +225,20 @@ def _shell(vol: np.ndarray, center: np.ndarray, radius: float, thick: float, den
         _paint(vol, box[0], dens * np.clip(thick / 2 + 0.5 - np.abs(r - radius), 0.0, 1.0))
 
 
+def _axis_distance(
+    vol: np.ndarray, center: np.ndarray, direction: np.ndarray, half_length: float, reach: float
+) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """Slices of ``vol`` within ``reach`` of a segment through ``center`` along the unit
+    vector ``direction`` (±``half_length``), and each voxel's distance to that segment."""
+    box = _box(vol, center, np.abs(direction) * half_length + reach + 1.0)
+    if box is None:
+        return None
+    z, y, x = box[1]
+    dz, dy, dx = direction
+    t = np.clip(z * dz + y * dy + x * dx, -half_length, half_length)
+    return box[0], np.sqrt((z - t * dz) ** 2 + (y - t * dy) ** 2 + (x - t * dx) ** 2)
+
+
 def _rod(
     vol: np.ndarray,
     center: np.ndarray,
@@ -234,13 +248,9 @@ def _rod(
     density: float,
 ) -> None:
     """Cylinder (filament) along the unit vector ``direction``."""
-    box = _box(vol, center, np.abs(direction) * half_length + radius + 1.0)
-    if box is not None:
-        z, y, x = box[1]
-        dz, dy, dx = direction
-        t = np.clip(z * dz + y * dy + x * dx, -half_length, half_length)
-        dist = np.sqrt((z - t * dz) ** 2 + (y - t * dy) ** 2 + (x - t * dx) ** 2)
-        _paint(vol, box[0], density * np.clip(radius + 0.5 - dist, 0.0, 1.0))
+    found = _axis_distance(vol, center, direction, half_length, radius)
+    if found is not None:
+        _paint(vol, found[0], density * np.clip(radius + 0.5 - found[1], 0.0, 1.0))
 
 
 def _tube(
@@ -253,14 +263,10 @@ def _tube(
     density: float,
 ) -> None:
     """Hollow cylinder (microtubule-like) of outer ``radius`` and wall thickness ``wall``."""
-    box = _box(vol, center, np.abs(direction) * half_length + radius + 1.0)
-    if box is not None:
-        z, y, x = box[1]
-        dz, dy, dx = direction
-        t = np.clip(z * dz + y * dy + x * dx, -half_length, half_length)
-        dist = np.sqrt((z - t * dz) ** 2 + (y - t * dy) ** 2 + (x - t * dx) ** 2)
-        mid = radius - wall / 2
-        _paint(vol, box[0], density * np.clip(wall / 2 + 0.5 - np.abs(dist - mid), 0.0, 1.0))
+    found = _axis_distance(vol, center, direction, half_length, radius)
+    if found is not None:
+        shell = wall / 2 + 0.5 - np.abs(found[1] - (radius - wall / 2))
+        _paint(vol, found[0], density * np.clip(shell, 0.0, 1.0))
 
 
 def _unit_vector(rng: np.random.Generator) -> np.ndarray:
@@ -430,7 +436,8 @@ def _shot_noise(
     """Count electrons: (expected normalised images, the two half-dose noise series).
 
     ``contrast`` has unit variance. Each tilt is normalised by its mean count, as tilt series
-    are before reconstruction, so thicker ice gives fewer electrons and more noise there.
+    are before reconstruction, so thicker ice gives fewer electrons: less signal and a lower
+    signal-to-noise ratio there.
     """
     expected = transmission * (1.0 + CONTRAST_STD * contrast)
     dose = snr / (CONTRAST_STD**2 * float(transmission[len(transmission) // 2].max()))
