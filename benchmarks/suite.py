@@ -170,7 +170,10 @@ def run_preset(preset: str, noisy: np.ndarray, seed: int) -> tuple[np.ndarray, d
 
 
 def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    from napari_nmsg.metrics import best_gaussian, pearson, psnr
+    from scipy import ndimage
+    from skimage.metrics import structural_similarity
+
+    from napari_nmsg.metrics import affine_fit, best_gaussian, pearson, psnr
 
     data = simulate_case(name, args.seed)
     noisy, target = data["noisy"], data["target"]
@@ -184,8 +187,6 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
             out = noisy
         elif method == "gaussian":
             _, sigma, _ = best_gaussian(scored(data, noisy), truth)
-            from scipy import ndimage
-
             out = ndimage.gaussian_filter(noisy, sigma)
             extra["sigma"] = sigma
         elif method == "tv":
@@ -197,10 +198,6 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
         else:
             out, extra = run_preset(method, noisy, args.seed)
         seconds = time.perf_counter() - t0
-        from skimage.metrics import structural_similarity
-
-        from napari_nmsg.metrics import affine_fit
-
         fitted = affine_fit(scored(data, out), truth)
         rows[method] = {
             "psnr": psnr(scored(data, out), truth),

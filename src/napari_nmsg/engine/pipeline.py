@@ -98,6 +98,19 @@ def _iter_learn_noise(source: NormalisedVolume, config: NMSGConfig) -> EventStre
     )
 
 
+def _estimator(
+    network: Callable[[torch.Tensor], torch.Tensor], config: NMSGConfig
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The estimate of the clean volume from one input: the network's output, with the
+    Noisier2Noise correction for that pairing."""
+
+    def estimate(x: torch.Tensor) -> torch.Tensor:
+        out = network(x)
+        return noisier2noise_estimate(out, x) if config.pairing == "noisier2noise" else out
+
+    return estimate
+
+
 def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     """The inference function: ``f(y)``, or the mean over ``inference_pairs`` pairs of
     recorrupted copies ``y ± s·z`` (antithetic: the pair cancels the first-order noise
@@ -110,13 +123,14 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     amp_dtype = inference_dtype(device, config.amp)
     scale = config.alpha if config.pairing == "r2r" else 1.0  # as the training pairs add it
 
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            return net(x).float()
+
+    run = _estimator(forward, config)
+
     @torch.inference_mode()
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                out = net(x).float()
-            return noisier2noise_estimate(out, x) if config.pairing == "noisier2noise" else out
-
         if not config.inference_pairs:
             return run(batch)
         square = batch.shape[-1] == batch.shape[-2]
@@ -254,16 +268,6 @@ def iter_fit_denoiser(
         fidelity=noise.fidelity,
         quality=quality,
     )
-
-
-def _estimator(net: UNet3D, config: NMSGConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The network's estimate of the clean volume from one input, as inference makes it."""
-
-    def estimate(x: torch.Tensor) -> torch.Tensor:
-        out = net(x)
-        return noisier2noise_estimate(out, x) if config.pairing == "noisier2noise" else out
-
-    return estimate
 
 
 def iter_denoise(

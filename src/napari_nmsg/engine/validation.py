@@ -130,7 +130,6 @@ class RecorruptedValidation:
         self.targets = torch.cat([noisy - z / alpha, noisy + z / alpha]).to(device)
         self.noise_power = float((z[self.scored] ** 2).mean())
         self.constant = (1 + 1 / alpha**2) * self.noise_power
-        self.device = device
 
     def loss(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """Mean squared difference of ``predict(y ± αz)`` from ``y ∓ z/α`` on scored rows."""
@@ -146,16 +145,12 @@ class RecorruptedValidation:
         reference_error = max(reference - self.constant, floor)
         return float(10 * np.log10(reference_error / error))
 
-    def gaussian_losses(self) -> dict[float, float]:
-        losses = {}
-        for sigma in SIGMAS:
-            taps = gaussian_kernel(float(sigma))
-            losses[float(sigma)] = self.loss(lambda x, t=taps: gaussian_blur(x, t))
-        return losses
-
     def best_gaussian(self) -> tuple[float, float]:
         """(σ, loss) of the Gaussian filter best for the recorrupted input."""
-        losses = self.gaussian_losses()
+        losses = {}
+        for s in SIGMAS:
+            taps = gaussian_kernel(float(s))
+            losses[float(s)] = self.loss(lambda x, t=taps: gaussian_blur(x, t))
         sigma = min(losses, key=losses.get)
         return sigma, losses[sigma]
 
