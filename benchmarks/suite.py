@@ -91,7 +91,8 @@ CASES: dict[str, dict[str, Any]] = {
         "note": "4 Å crowded Poisson, 64 thick, stored (Y=thickness) as IMOD does",
     },
 }
-METHODS = ("noisy", "gaussian", "tv", "topaz", "fast", "balanced", "quality")
+METHODS = ("noisy", "gaussian", "tv", "topaz", "n2n", "supervised", "fast", "balanced", "quality")
+REFERENCES = ("n2n", "supervised")  # need the halves or the truth: no user has both
 DEFAULT_METHODS = "noisy,gaussian,tv,topaz,fast"
 
 
@@ -169,6 +170,39 @@ def run_preset(preset: str, noisy: np.ndarray, seed: int) -> tuple[np.ndarray, d
     return out, extra
 
 
+def run_reference(method: str, data: dict[str, Any], seed: int) -> np.ndarray:
+    """Noise2Noise on the even/odd halves, or supervised on the truth, with the fast preset's
+    U-Net, crops and steps (same Gaussian base: the one best for its input, widened as in the
+    pipeline). N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on."""
+    import torch
+
+    from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, resolve_device, run_events
+    from napari_nmsg.engine.noise_model import SpectralNoise
+    from napari_nmsg.engine.pipeline import BASE_WIDENING, prepare_volume
+    from napari_nmsg.engine.train import aligned_pairs, iter_train
+    from napari_nmsg.engine.volume import NormalisedVolume
+    from napari_nmsg.metrics import best_gaussian
+
+    noisy = data["noisy"]
+    inputs = ("even", "odd") if method == "n2n" else ("noisy", "target")
+    _, sigma, _ = best_gaussian(scored(data, data[inputs[0]]), scored(data, data["target"]))
+    config = NMSGConfig.preset("fast", seed=seed, base_sigma=BASE_WIDENING * sigma)
+    source = prepare_volume(noisy, config)
+    norm, fill = source.normalisation, source.fill
+    a, b = (NormalisedVolume(data[k], norm, fill) for k in inputs)
+    device = resolve_device(config.device)
+    pairs = aligned_pairs(a, b, config, device, config.multiple, swap=method == "n2n")
+    net = run_events(iter_train(pairs, config, device)).cpu()
+    # applied as f(y): there is no noise model to recorrupt with
+    model = NMSGModel(
+        config.replace(inference_pairs=0), SpectralNoise(torch.zeros(3, 3, 3)), net, norm
+    )
+    if method == "supervised":
+        return run_events(iter_denoise(noisy, model))
+    halves = [run_events(iter_denoise(data[k], model, normalisation=norm)) for k in inputs]
+    return (halves[0] + halves[1]) / 2
+
+
 def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from scipy import ndimage
     from skimage.metrics import structural_similarity
@@ -195,6 +229,8 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
             if not args.topaz:
                 continue
             out = run_topaz(args.topaz, noisy, data["voxel_size"])
+        elif method in REFERENCES:
+            out = run_reference(method, data, args.seed)
         else:
             out, extra = run_preset(method, noisy, args.seed)
         seconds = time.perf_counter() - t0
@@ -208,7 +244,7 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
             "seconds": seconds,
             **extra,
         }
-        if "scored" in data and method not in ("noisy", "gaussian", "tv", "topaz"):
+        if "scored" in data and method not in ("noisy", "gaussian", "tv", "topaz", *REFERENCES):
             outside = np.ones(noisy.shape, bool)
             outside[data["scored"]] = False
             rows[method]["fill_kept"] = bool(np.array_equal(out[outside], noisy[outside]))

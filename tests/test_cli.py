@@ -146,11 +146,13 @@ def test_inference_pairs_option_overrides_the_preset():
     )
 
 
-def test_gan_noise_model_on_a_single_pass_preset_gets_one_pair_unless_told_otherwise():
-    assert NMSGConfig.preset("fast", noise_model="gan").inference_pairs == 1
+def test_every_preset_averages_pairs_except_for_the_paper_pairing():
+    assert NMSGConfig.preset("fast", noise_model="gan").inference_pairs == 2
     assert NMSGConfig.preset("quality", noise_model="gan").inference_pairs == 4
     assert NMSGConfig.preset("fast", noise_model="gan", inference_pairs=0).inference_pairs == 0
-    assert NMSGConfig.preset("fast", noise_model="spectral").inference_pairs == 0
+    assert NMSGConfig.preset("quality", pairing="paper").inference_pairs == 0
+    with pytest.raises(ValueError, match="applied as f"):
+        NMSGConfig.preset("fast", pairing="paper", inference_pairs=1)
 
 
 def test_inference_settings_come_from_the_model_unless_given():
@@ -178,7 +180,7 @@ def test_inference_settings_come_from_the_model_unless_given():
         inference_settings(n2n, {"inference_pairs": 0})
 
 
-def test_noisier2noise_on_a_single_pass_preset_gets_one_pair_unless_told_otherwise():
+def test_noisier2noise_keeps_the_preset_pairs_and_refuses_none():
     from napari_nmsg.cli import build_parser, config_from_args
 
     parser = build_parser()
@@ -187,8 +189,7 @@ def test_noisier2noise_on_a_single_pass_preset_gets_one_pair_unless_told_otherwi
     def pairs(*extra: str) -> int:
         return config_from_args(parser.parse_args([*base, *extra])).inference_pairs
 
-    assert NMSGConfig.preset("fast").inference_pairs == 0
-    assert pairs() == 1
+    assert pairs() == NMSGConfig.preset("fast").inference_pairs == 2
     assert pairs("--preset", "quality") == 4
     assert pairs("--inference-pairs", "3") == 3
     with pytest.raises(ValueError, match="inference_pairs >= 1"):

@@ -71,19 +71,50 @@ def test_gaussian_losses_track_the_true_error_and_rank_sigmas_as_the_truth(tomog
     for sigma in (0.75, 1.5, 3.0):
         taps = gaussian_kernel(sigma)
         loss = valid.loss(lambda x, t=taps: gaussian_blur(x, t))
-        estimated.append(loss - valid.constant)
+        estimated.append(loss - 2 * float(valid.noise[valid.scored].pow(2).mean()))  # α 1
         outs = torch.cat([gaussian_blur(x[None], taps) for x in valid.inputs])
         true.append(float(((outs - window_target) ** 2)[valid.scored].mean()))
     assert np.argsort(estimated).tolist() == np.argsort(true).tolist()
     np.testing.assert_allclose(estimated, true, rtol=0.25)
 
 
-def test_sigma_for_the_input_is_near_the_oracle(tomogram, validation):
+def test_gaussian_for_the_input_is_near_the_oracle(tomogram, validation):
     _, valid = validation
     _, oracle, _ = best_gaussian(tomogram.noisy, tomogram.target, np.array(SIGMAS))
-    assert abs(valid.sigma_for_input() - oracle) <= 0.5
+    sigma, risk = valid.best_gaussian_for_input()
+    assert abs(sigma - oracle) <= 0.5
     # the recorrupted input is noisier, so its best filter is at least as wide
-    assert valid.best_gaussian()[0] >= valid.sigma_for_input()
+    assert valid.best_gaussian()[0] >= sigma
+    # the same estimate for any predictor
+    taps = gaussian_kernel(sigma)
+    assert valid.risk(lambda x: gaussian_blur(x, taps)) == pytest.approx(risk, rel=1e-4)
+
+
+def test_risk_tracks_the_true_error_of_non_linear_estimators(tomogram, validation):
+    source, valid = validation
+    norm = source.normalisation
+    clean = (tomogram.target - norm.offset) / norm.scale
+    ny = source.shape[1]
+    window = clean[None, None, :, ny - valid.shape[1] :, :].astype(np.float32)
+    target = torch.from_numpy(np.ascontiguousarray(window))
+    blur = gaussian_kernel(1.5)
+
+    def shrunk(strength: float):  # keeps large deviations from the blur: non-linear
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            smooth = gaussian_blur(x, blur)
+            detail = x - smooth
+            return smooth + detail * torch.tanh((detail / strength) ** 2)
+
+        return predict
+
+    estimated, true = [], []
+    for strength in (1.0, 2.0, 4.0):
+        predict = shrunk(strength)
+        estimated.append(valid.risk(predict))
+        with torch.no_grad():
+            true.append(float((predict(valid.noisy) - target)[valid.scored].pow(2).mean()))
+    assert np.argsort(estimated).tolist() == np.argsort(true).tolist()
+    np.testing.assert_allclose(estimated, true, rtol=0.25)
 
 
 def test_an_untrained_network_falls_back_to_the_gaussian_and_says_so(tomogram, tmp_path):
@@ -92,7 +123,7 @@ def test_an_untrained_network_falls_back_to_the_gaussian_and_says_so(tomogram, t
     model = run_events(iter_fit_denoiser(tomogram.noisy, config), events.append)
     q = model.quality
     assert q.fell_back and q.held_out
-    assert model.config.base_sigma > 0 and model.config.pairing == "r2r"
+    assert model.config.base_sigma == q.gaussian_sigma > 0 and model.config.pairing == "r2r"
     assert q.gain_over_gaussian_db == 0.0 and q.loss == q.gaussian_loss
     assert "the filter was returned" in q.summary()
     assert any(getattr(e, "stage", "") == "validate" for e in events)
@@ -113,7 +144,8 @@ def test_a_trained_network_beats_the_gaussian_in_the_estimate_and_in_truth(tomog
     q = model.quality
     assert not q.fell_back
     assert q.gain_over_gaussian_db > 0 and q.loss < q.gaussian_loss
-    assert model.config.base_sigma == pytest.approx(BASE_WIDENING * q.gaussian_sigma)
+    # a little wider than the recorrupted input's best, which is wider than the input's
+    assert model.config.base_sigma >= BASE_WIDENING * q.gaussian_sigma
     truth = psnr(run_events(iter_denoise(tomogram.noisy, model)), tomogram.target)
     assert truth > best_gaussian(tomogram.noisy, tomogram.target)[0]
 

@@ -328,16 +328,18 @@ def test_bad_input_is_one_clear_notification(setup, qtbot, notifications):
     assert buttons_idle(widget)
 
 
-def test_gan_gets_one_averaged_pair_unless_the_user_sets_the_field(setup, qtbot, tmp_path):
-    """The fast preset shows 0 pairs (one pass f(y)), which is not safe for a GAN-trained
-    network: untouched, the field yields to the GAN's one pair; edited, it is taken as is."""
+def test_gan_runs_with_the_presets_averaged_pairs_unless_the_user_sets_the_field(
+    setup, qtbot, tmp_path
+):
+    """One pass f(y) is not safe for a GAN-trained network: untouched, the field keeps the
+    preset's averaged pairs; edited, it is taken as is."""
     viewer, _, widget, raw, _ = setup
     tiny(widget, steps=2, noise_model="gan", preview_every=LONG_STEPS)
-    assert widget.fields["inference_pairs"].value() == 0
-    assert widget.config().inference_pairs == 1
+    assert widget.fields["inference_pairs"].value() == 2
+    assert widget.config().inference_pairs == 2
     assert run_to_end(qtbot, widget, widget.denoise)[0] == ["denoise", "done"]
     model = load_model(widget.save_model(tmp_path / "gan.pt"))
-    assert model.config.inference_pairs == 1
+    assert model.config.inference_pairs == 2
     expected = run_events(iter_denoise(raw.data, model))
     output = viewer.layers[f"{raw.name} denoised"].data
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)

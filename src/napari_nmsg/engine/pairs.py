@@ -9,9 +9,12 @@ cryo-ET SNR, DESIGN §3) and ``noisier2noise`` the correction ``2 f(y + z) − (
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
 from .config import Pairing
+from .symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
 
 
 def make_pair(
@@ -26,3 +29,18 @@ def make_pair(
 def noisier2noise_estimate(prediction: torch.Tensor, noisier_input: torch.Tensor) -> torch.Tensor:
     """Noisier2Noise correction: ``E[x] ≈ 2 f(y + z) − (y + z)``."""
     return 2 * prediction - noisier_input
+
+
+def average_over_pairs(
+    run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, draws: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Mean of ``run(x ± z)`` over the noise ``draws`` (antithetic: each pair cancels the
+    first-order noise term). Pair k is predicted under the k-th in-plane symmetry, so the
+    network's own errors average out too."""
+    square = x.shape[-1] == x.shape[-2]
+    total = torch.zeros_like(x)
+    for k, z in enumerate(draws):
+        symmetry = inplane_symmetry(k, square)
+        for noisier in (x + z, x - z):
+            total += undo_symmetry(run(apply_symmetry(noisier, *symmetry)), *symmetry)
+    return total / (2 * len(draws))

@@ -28,8 +28,7 @@ from .noise_model import (
     spectral_kernel,
 )
 from .noise_patches import extract_noise_patches
-from .pairs import noisier2noise_estimate
-from .symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
+from .pairs import average_over_pairs, noisier2noise_estimate
 from .tiling import Predictor, Window, iter_predict_tiled
 from .train import iter_train, noise_model_pairs
 from .unet import UNet3D
@@ -113,15 +112,13 @@ def _estimator(
 
 def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     """The inference function: ``f(y)``, or the mean over ``inference_pairs`` pairs of
-    recorrupted copies ``y ± s·z`` (antithetic: the pair cancels the first-order noise
-    term), with the Noisier2Noise correction for that pairing. Pair k is predicted under
-    the k-th in-plane symmetry, so the network's own errors average out too."""
+    recorrupted copies ``y ± s·z`` (``average_over_pairs``), with the Noisier2Noise
+    correction for that pairing."""
     net = model.denoiser.to(device, memory_format=conv_memory_format(device)).eval()
     noise = model.noise_model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(model.config.seed)
     config = model.config
     amp_dtype = inference_dtype(device, config.amp)
-    scale = config.alpha if config.pairing == "r2r" else 1.0  # as the training pairs add it
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -133,16 +130,36 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     def predict(batch: torch.Tensor) -> torch.Tensor:
         if not config.inference_pairs:
             return run(batch)
-        square = batch.shape[-1] == batch.shape[-2]
-        total = torch.zeros_like(batch)
-        for k in range(config.inference_pairs):
-            z = scale * noise.sample(batch.shape[0], tuple(batch.shape[-3:]), generator)
-            symmetry = inplane_symmetry(k, square)
-            for noisier in (batch + z, batch - z):
-                total += undo_symmetry(run(apply_symmetry(noisier, *symmetry)), *symmetry)
-        return total / (2 * config.inference_pairs)
+        shape = tuple(batch.shape[-3:])
+        draws = [
+            _pair_scale(config) * noise.sample(batch.shape[0], shape, generator)
+            for _ in range(config.inference_pairs)
+        ]
+        return average_over_pairs(run, batch, draws)
 
     return predict
+
+
+def _pair_scale(config: NMSGConfig) -> float:
+    """The strength of the noise a pair adds, as the training pairs add it."""
+    return config.alpha if config.pairing == "r2r" else 1.0
+
+
+def _validated_estimator(
+    net: UNet3D, noise: SpectralNoise, config: NMSGConfig, shape: tuple[int, ...], device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What inference returns for one ``shape`` window, as a deterministic function (fixed
+    pair draws), so that its risk can be estimated by finite differences."""
+    run = _estimator(net.to(device).eval(), config)
+    if not config.inference_pairs:
+        return run
+    generator = torch.Generator(device=device).manual_seed(config.seed + 104729)
+    with torch.no_grad():
+        draws = [
+            _pair_scale(config) * noise.to(device).sample(1, shape, generator)
+            for _ in range(config.inference_pairs)
+        ]
+    return lambda x: average_over_pairs(run, x, draws)
 
 
 def _slab_region(
@@ -234,28 +251,31 @@ def iter_fit_denoiser(
         source, noise.noise_model, amplitude, config.alpha, held_out, config.multiple,
         device, config.seed,
     )  # fmt: skip
-    gaussian_sigma, gaussian_loss = validation.best_gaussian()
     if config.base_sigma is None:  # start from a filter a little wider than the best one
-        config = config.replace(base_sigma=BASE_WIDENING * gaussian_sigma)
+        config = config.replace(base_sigma=BASE_WIDENING * validation.best_gaussian()[0])
     pairs = noise_model_pairs(
         source, noise.noise_model, config, device, config.multiple, amplitude, held_out
     )
     net = yield from iter_train(
         pairs, config, device, on_checkpoint, lambda n: validation.loss(_estimator(n, config))
     )
-    net_loss = validation.loss(_estimator(net, config))
-    fell_back = config.gaussian_fallback and net_loss > gaussian_loss
+    # judged as inference will apply it: to y itself, with the model's pairs
+    estimate = _validated_estimator(net, noise.noise_model, config, validation.shape, device)
+    net_risk = validation.risk(estimate)
+    gaussian_sigma, gaussian_risk = validation.best_gaussian_for_input()
+    fell_back = config.gaussian_fallback and net_risk > gaussian_risk
     if fell_back:  # an untrained network with a Gaussian base is exactly that Gaussian;
         # r2r applies it without a correction (averaged ±z pairs of a linear filter cancel)
-        config = config.replace(base_sigma=validation.sigma_for_input(), pairing="r2r")
+        config = config.replace(base_sigma=gaussian_sigma, pairing="r2r")
         net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, config.base_sigma)
-    result_loss = gaussian_loss if fell_back else net_loss
+        estimate = _estimator(net.to(device), config)
+    result_risk = gaussian_risk if fell_back else net_risk
     quality = QualityEstimate(
-        gain_over_gaussian_db=validation.gain_db(result_loss, gaussian_loss),
+        gain_over_gaussian_db=validation.gain_db(result_risk, gaussian_risk),
         gaussian_sigma=gaussian_sigma,
-        loss=result_loss,
-        gaussian_loss=gaussian_loss,
-        over_smoothed=validation.over_smoothed(_estimator(net.to(device), config)),
+        loss=result_risk,
+        gaussian_loss=gaussian_risk,
+        over_smoothed=validation.over_smoothed(estimate),
         fell_back=fell_back,
         held_out=validation.held_out,
     )

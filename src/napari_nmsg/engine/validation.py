@@ -1,10 +1,18 @@
 """Self-supervised validation: how good is a denoiser, without a clean volume?
 
-With recorrupted pairs the loss of ``f(y + αz)`` against ``y − z/α`` equals the error of
-``f(y + αz)`` against the clean volume plus a constant, ``E|n − z/α|²``, when the model
-noise ``z`` is as strong as the real noise ``n`` and independent of it. Computed on rows of
-the tilt axis the network never trains on, it ranks checkpoints, compares the network with
-the best Gaussian filter on the same inputs, and gives the user an estimated gain.
+Both estimates below need the model noise ``z`` to be as strong as the real noise ``n``,
+and are computed on rows of the tilt axis the network never trains on.
+
+- The recorrupted loss of ``f(y + αz)`` against ``y − z/α`` equals the error of
+  ``f(y + αz)`` against the clean volume plus a constant, ``E|n − z/α|²``. It is cheap (one
+  pass per copy) and ranks checkpoints.
+- Stein's unbiased risk estimate judges what the user gets, an estimator applied to ``y``
+  itself: ``|f(y) − y|² − |n|² + 2 tr(Σ ∂f/∂y)``, the trace by finite differences along
+  model-noise probes. It compares the result with the Gaussian filter best for ``y`` and
+  gives the user an estimated gain. On three 128³ cases it ranked one pass, averaged pairs
+  and Gaussians as the truth did where they differed by more than 1 %; the recorrupted
+  loss, which sees an input twice as noisy, had called networks better than that Gaussian
+  where they were 0.2–0.7 dB worse.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ SIGMAS = tuple(np.round(np.arange(0.5, 4.01, 0.25), 2))
 _MAX_DEPTH, _MAX_WIDTH = 96, 160  # the validation window's extent along Z and X
 _MAX_ROWS = 32  # held-out rows of the tilt axis
 _OVER_SMOOTHED = 1.25  # low-passed residual power over the noise's: above it, signal went
+_PROBES = 2  # model-noise draws for the divergence (its spread: ~3 % of a denoiser's risk)
+_STEP = 0.05  # finite-difference step, in units of the noise
 
 
 def held_out_rows(rows: int, multiple: int) -> int:
@@ -57,15 +67,16 @@ def _centred(extent: slice, most: int, multiple: int) -> slice:
 class QualityEstimate:
     """What the validation says about a result, in words a user can act on.
 
-    The gain is stated against the best Gaussian filter, not the noisy input: the two
-    losses share their constant, so their order is robust, while an absolute error needs
-    the noise variance to better than a percent (at SNR 0.1 per tilt the clean signal
-    holds a few percent of the variance).
+    The gain is stated against the best Gaussian filter, not the noisy input: both risks
+    share the error of the model noise's power, so their order is robust, while an
+    absolute error needs the noise variance to better than a percent (at SNR 0.1 per tilt
+    the clean signal holds a few percent of the variance); the dB figure is therefore
+    conservative when that error is large.
     """
 
     gain_over_gaussian_db: float  # > 0: the result is estimated better than the Gaussian
-    gaussian_sigma: float  # voxels, the Gaussian best for the recorrupted input
-    loss: float  # validation loss of the result (lower is better; same volume only)
+    gaussian_sigma: float  # voxels, the Gaussian best for the input
+    loss: float  # estimated squared error of the result (Stein; lower is better)
     gaussian_loss: float
     over_smoothed: bool
     fell_back: bool  # the network lost to the Gaussian, which was returned instead
@@ -116,20 +127,25 @@ class RecorruptedValidation:
         shape = tuple(s.stop - s.start for s in window)
         noisy = torch.from_numpy(np.ascontiguousarray(source.read(window)))[None, None]
         generator = torch.Generator(device=device).manual_seed(seed + 7919)
-        with torch.no_grad():
-            z = noise_model.to(device).sample(1, shape, generator).cpu()
+        with torch.no_grad():  # the first draw recorrupts, all of them probe the divergence
+            draws = noise_model.to(device).sample(_PROBES, shape, generator).cpu()
         if amplitude is not None:
-            z = z * torch.from_numpy(AmplitudeSource(amplitude, source.shape).read(window))
+            draws = draws * torch.from_numpy(AmplitudeSource(amplitude, source.shape).read(window))
         fill = source.fill_mask(window)
         if fill is not None:  # fill stays flat, as in training
-            z = z * torch.from_numpy(~fill)
+            draws = draws * torch.from_numpy(~fill)
+        z = draws[:1]
         self.noisy = noisy.to(device)
         self.noise = z.to(device)  # one model noise draw, as strong as the real noise
+        self.probes = [d[None].to(device) for d in draws]
         # antithetic pair: the two copies' errors from z cancel to first order
         self.inputs = torch.cat([noisy + alpha * z, noisy - alpha * z]).to(device)
         self.targets = torch.cat([noisy - z / alpha, noisy + z / alpha]).to(device)
-        self.noise_power = float((z[self.scored] ** 2).mean())
-        self.constant = (1 + 1 / alpha**2) * self.noise_power
+        self.noise_power = float(np.mean([(w[self.scored] ** 2).mean() for w in self.probes]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.noisy.shape[-3:])
 
     def loss(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """Mean squared difference of ``predict(y ± αz)`` from ``y ∓ z/α`` on scored rows."""
@@ -137,16 +153,26 @@ class RecorruptedValidation:
             out = torch.cat([predict(x[None]) for x in self.inputs])
         return float(((out - self.targets)[self.scored] ** 2).mean())
 
-    def gain_db(self, loss: float, reference: float) -> float:
-        """Estimated dB by which ``loss`` beats ``reference`` in error against the clean
-        volume (each less the constant; floored so that the sign always follows the loss)."""
+    def risk(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Stein's estimate of the squared error of ``predict(y)`` against the clean volume
+        on scored rows; ``predict`` must be deterministic (fixed noise draws, if any)."""
+        with torch.no_grad():
+            fit = float((predict(self.noisy) - self.noisy)[self.scored].pow(2).mean())
+            divergence = 0.0
+            for w in self.probes:
+                step = _STEP * w
+                slope = (predict(self.noisy + step) - predict(self.noisy - step)) / (2 * _STEP)
+                divergence += float((w * slope)[self.scored].mean()) / len(self.probes)
+        return fit - self.noise_power + 2 * divergence
+
+    def gain_db(self, risk: float, reference: float) -> float:
+        """Estimated dB by which ``risk`` beats ``reference`` (both floored, so that the
+        sign always follows the risks)."""
         floor = 1e-3 * self.noise_power
-        error = max(loss - self.constant, floor)
-        reference_error = max(reference - self.constant, floor)
-        return float(10 * np.log10(reference_error / error))
+        return float(10 * np.log10(max(reference, floor) / max(risk, floor)))
 
     def best_gaussian(self) -> tuple[float, float]:
-        """(σ, loss) of the Gaussian filter best for the recorrupted input."""
+        """(σ, recorrupted loss) of the Gaussian filter best for the recorrupted input."""
         losses = {}
         for s in SIGMAS:
             taps = gaussian_kernel(float(s))
@@ -154,18 +180,15 @@ class RecorruptedValidation:
         sigma = min(losses, key=losses.get)
         return sigma, losses[sigma]
 
-    def sigma_for_input(self) -> float:
-        """The Gaussian σ best for the input itself, by Stein's unbiased risk estimate with
-        the model noise: ``|Gy − y|² − |w|² + 2⟨w, Gw⟩``, minimised over σ."""
-        y, w = self.noisy, self.noise
+    def best_gaussian_for_input(self) -> tuple[float, float]:
+        """(σ, risk) of the Gaussian filter best for the input itself: Stein's estimate as
+        in ``risk``, whose finite differences are exact for a linear filter."""
         risks = {}
         for s in SIGMAS:
             taps = gaussian_kernel(float(s))
-            with torch.no_grad():
-                fit = (gaussian_blur(y, taps) - y)[self.scored].pow(2).mean()
-                trace = (w * gaussian_blur(w, taps))[self.scored].mean()
-            risks[float(s)] = float(fit - self.noise_power + 2 * trace)
-        return min(risks, key=risks.get)
+            risks[float(s)] = self.risk(lambda x, t=taps: gaussian_blur(x, t))
+        sigma = min(risks, key=risks.get)
+        return sigma, risks[sigma]
 
     def over_smoothed(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         """Whether the removed part ``y − f(y)`` holds more low-frequency power than noise
