@@ -167,7 +167,7 @@ def test_learn_noise_shows_real_and_generated_patches(setup, qtbot):
     assert (task, status) == ("learn", "done")
     stages = {e.stage for e in events if isinstance(e, Progress)}
     assert {"noise-patches", "noise-model"} <= stages
-    learning = widget._noise.learning
+    learning = widget.session.learned_noise
     real = viewer.layers[f"{raw.name} noise (real)"]
     generated = viewer.layers[f"{raw.name} noise (generated)"]
     axis = learning.normalisation.wedge_axis

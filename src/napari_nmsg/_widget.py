@@ -19,7 +19,6 @@ from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -35,6 +34,8 @@ from qtpy.QtWidgets import (
 from ._compare import SideBySide, same_layer
 from ._layers import ROLE_KEY, display_limits, is_volume_layer, show_noise_layers
 from ._progress import StageClock, format_duration, format_fidelity, format_metrics
+from ._session import Session
+from ._settings_form import SettingsForm
 from ._task_worker import Outcome, Task, TaskRunner
 from .engine import (
     PRESETS,
@@ -57,83 +58,9 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image
 
-# Settings that change what Learn noise produces; a cached noise model is reused only if
-# all of them (and the layer) are unchanged.
-NOISE_FIELDS = (
-    "seed",
-    "wedge_axis",
-    "patch_size",
-    "max_patches",
-    "noise_model",
-    "gan_steps",
-    "gan_batch",
-    "gan_width",
-)
-WEDGE_CHOICES = {"auto (thinnest axis)": None, "0 (Z)": 0, "1 (Y)": 1, "2 (X)": 2}
-AMP_CHOICES = {
-    "auto (on where faster)": None,
-    "off (float32)": False,
-    "on (bfloat16 CPU / float16 CUDA)": True,
-}
-# Combo boxes whose labels stand for non-string config values
-CHOICE_VALUES: dict[str, dict[str, Any]] = {"wedge_axis": WEDGE_CHOICES, "amp": AMP_CHOICES}
 TASK_LABELS = {"learn": "Learn noise", "denoise": "Denoise"}
 USER_ERRORS = (InputError, OutputError, ValueError)
 _DENOISE_REFRESH_S = 0.5  # redraw the output layer at most this often while tiles arrive
-
-
-@dataclass(frozen=True)
-class _Field:
-    """One *Advanced* setting: the ``NMSGConfig`` field it edits and its spin box range."""
-
-    name: str
-    label: str
-    minimum: float = 0
-    maximum: float = 0
-    step: float = 1
-    tooltip: str = ""
-    choices: tuple[str, ...] = ()
-
-
-ADVANCED = (
-    _Field("train_steps", "Training steps", 1, 1_000_000, 50, "Denoiser training steps"),
-    _Field(
-        "noise_model",
-        "Noise model",
-        tooltip="gan: 3D WGAN-GP noise generator; spectral: coloured Gaussian baseline",
-        choices=("gan", "spectral"),
-    ),
-    _Field("gan_steps", "GAN steps", 1, 1_000_000, 25, "Generator steps of the noise GAN"),
-    _Field("crop", "Crop size (voxels)", 8, 512, 8, "Training crop edge; a multiple of 2^depth"),
-    _Field("unet_width", "Network width", 2, 256, 4, "U-Net channels at full resolution"),
-    _Field("lambda_grad", "λ gradient", 0, 100, 0.05, "Weight of the sparsity (gradient) term"),
-    _Field("lambda_gui", "λ guidance", 0, 100, 0.05, "Weight of the smooth-guidance term"),
-    _Field("tile", "Tile size (voxels)", 16, 1024, 16, "Inference tile edge"),
-    _Field("overlap", "Tile overlap (voxels)", 0, 512, 4, "Blended overlap between tiles"),
-    _Field(
-        "inference_pairs",
-        "Averaged ±noise pairs",
-        0,
-        64,
-        1,
-        "Recorrupted copy pairs averaged per tile (2 passes each; 0 = one pass): "
-        "better denoising, proportionally slower inference",
-    ),
-    _Field(
-        "amp",
-        "Mixed precision",
-        tooltip="Faster inference (about 2x on CUDA and CPUs with AMX / AVX512-BF16; auto "
-        "turns it on there); same PSNR measured",
-        choices=tuple(AMP_CHOICES),
-    ),
-    _Field(
-        "wedge_axis",
-        "Wedge (beam) axis",
-        tooltip="The missing-wedge / thickness axis; auto picks the smallest extent",
-        choices=tuple(WEDGE_CHOICES),
-    ),
-    _Field("preview_every", "Preview every (steps)", 1, 1_000_000, 5, "Preview slab interval"),
-)
 
 
 @dataclass
@@ -146,14 +73,6 @@ class _Life:
     def preview_position(self) -> int | None:
         """Called from the worker thread: only reads an int."""
         return self.preview_z
-
-
-@dataclass
-class _LearnedNoise:
-    layer_id: Any
-    data_id: int
-    key: tuple
-    learning: NoiseLearning
 
 
 class NMSGWidget(QWidget):
@@ -173,18 +92,11 @@ class NMSGWidget(QWidget):
         self._life = _Life()
         self._runner = TaskRunner(self._on_event, self._on_finished)
         self._clock = StageClock()
-        self._noise: _LearnedNoise | None = None
-        self._model: NMSGModel | None = None
-        self._outputs: dict[Any, Any] = {}  # input layer unique_id -> denoised layer unique_id
+        self.session = Session()  # the noise cache, model and outputs, without Qt
         self._compare: SideBySide | None = None
         self._last_denoise_refresh = 0.0
         self._was_docked = False
         self.previews_shown = 0  # preview slabs written into an output layer (all runs)
-        # Advanced fields the user changed since a preset filled them: only these override
-        # the preset's (or a reused model's) values and its rules, e.g. the GAN's one pair
-        self._edited: set[str] = set()
-        self._filling = False  # a preset is being shown: field changes are not the user's
-
         self._build_ui()
         self._apply_preset(self.preset_combo.currentText())
         self._refresh_layers()
@@ -231,17 +143,8 @@ class NMSGWidget(QWidget):
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
         layout.addWidget(self.advanced_toggle)
-        self.advanced = QWidget()
-        advanced_form = QFormLayout(self.advanced)
-        advanced_form.setContentsMargins(12, 0, 0, 0)
-        self.fields: dict[str, QWidget] = {}
-        for spec in ADVANCED:
-            widget = self._make_field(spec)
-            widget.setToolTip(spec.tooltip)
-            changed = widget.currentTextChanged if spec.choices else widget.valueChanged
-            changed.connect(lambda *_, name=spec.name: self._field_edited(name))
-            self.fields[spec.name] = widget
-            advanced_form.addRow(spec.label, widget)
+        self.advanced = SettingsForm()
+        self.fields = self.advanced.fields
         self.advanced.setVisible(False)
         layout.addWidget(self.advanced)
 
@@ -298,66 +201,22 @@ class NMSGWidget(QWidget):
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         return label
 
-    @staticmethod
-    def _make_field(spec: _Field) -> QWidget:
-        if spec.choices:
-            combo = QComboBox()
-            combo.addItems(list(spec.choices))
-            return combo
-        if isinstance(spec.step, float):
-            box: QSpinBox | QDoubleSpinBox = QDoubleSpinBox()
-            box.setDecimals(3)
-        else:
-            box = QSpinBox()
-        box.setRange(spec.minimum, spec.maximum)
-        box.setSingleStep(spec.step)
-        return box
-
     def _toggle_advanced(self, shown: bool) -> None:
         self.advanced.setVisible(shown)
         arrow = Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
         self.advanced_toggle.setArrowType(arrow)
 
-    def _field_edited(self, name: str) -> None:
-        if not self._filling:
-            self._edited.add(name)
-
     def _apply_preset(self, name: str) -> None:
         """Show the preset's values in the Advanced fields (the user may then edit them)."""
-        config = NMSGConfig.preset(name)
-        self._edited.clear()
-        self._filling = True
-        try:
-            for spec in ADVANCED:
-                value = getattr(config, spec.name)
-                widget = self.fields[spec.name]
-                if spec.name in CHOICE_VALUES:
-                    label = next(k for k, v in CHOICE_VALUES[spec.name].items() if v == value)
-                    widget.setCurrentText(label)
-                elif spec.choices:
-                    widget.setCurrentText(str(value))
-                else:
-                    widget.setValue(value)
-        finally:
-            self._filling = False
+        self.advanced.show_config(NMSGConfig.preset(name))
 
     def given_settings(self) -> dict[str, Any]:
         """Seed, device and the Advanced fields the user changed (see ``inference_settings``)."""
-        values: dict[str, Any] = {
+        return {
             "seed": self.seed_spin.value(),
             "device": self.device_combo.currentText(),
+            **self.advanced.edited_values(),
         }
-        for spec in ADVANCED:
-            if spec.name not in self._edited:
-                continue
-            widget = self.fields[spec.name]
-            if spec.name in CHOICE_VALUES:
-                values[spec.name] = CHOICE_VALUES[spec.name][widget.currentText()]
-            elif spec.choices:
-                values[spec.name] = widget.currentText()
-            else:
-                values[spec.name] = widget.value()
-        return values
 
     def config(self) -> NMSGConfig:
         """The preset with the user's changes; ``ValueError`` says what is inconsistent."""
@@ -440,9 +299,7 @@ class NMSGWidget(QWidget):
                 self._runner.cancel(f"the output layer {layer.name!r} was deleted")
         if self._compare is not None and self._compare.involves(layer):
             self.compare(False)
-        if self._noise is not None and self._noise.layer_id == layer.unique_id:
-            self._noise = None
-        self._outputs = {k: v for k, v in self._outputs.items() if v != layer.unique_id}
+        self.session.forget_layer(layer.unique_id)
         self._refresh_layers()
 
     def _on_layer_selected(self, *_: Any) -> None:
@@ -468,7 +325,7 @@ class NMSGWidget(QWidget):
         layer = layer if layer is not None else self.selected_layer()
         if layer is None:
             return None
-        output = self._layer_by_id(self._outputs.get(layer.unique_id))
+        output = self._layer_by_id(self.session.output_of(layer.unique_id))
         if output is not None:
             return output
         name = f"{layer.name} denoised"
@@ -496,7 +353,7 @@ class NMSGWidget(QWidget):
                 colormap="gray",
                 contrast_limits=tuple(layer.contrast_limits),
             )
-        self._outputs[layer.unique_id] = output.unique_id
+        self.session.set_output(layer.unique_id, output.unique_id)
         return output, buffer
 
     def _layer_by_id(self, unique_id: Any) -> Any:
@@ -530,16 +387,6 @@ class NMSGWidget(QWidget):
             return None
         return layer, config
 
-    def _noise_key(self, layer: Image, config: NMSGConfig) -> tuple:
-        return (layer.unique_id, id(layer.data), tuple(getattr(config, f) for f in NOISE_FIELDS))
-
-    def _cached_noise(self, layer: Image, config: NMSGConfig) -> NoiseLearning | None:
-        cached = self._noise
-        if cached is None:
-            return None
-        key = self._noise_key(layer, config)
-        return cached.learning if (cached.layer_id, cached.data_id, cached.key) == key else None
-
     def learn_noise(self) -> Any:
         """Start *Learn noise* on the selected layer; returns the worker (``None`` if busy)."""
         checked = self._start_checks()
@@ -564,11 +411,12 @@ class NMSGWidget(QWidget):
             return None
         layer, config = checked
         given = self.given_settings()
-        model = self._model if self.reuse_check.isChecked() else None
+        model = self.session.model if self.reuse_check.isChecked() else None
         if self.reuse_check.isChecked() and model is None:
             show_error("NMSG: no model to reuse; untick 'Reuse model' or load one first.")
             return None
-        noise = None if model is not None else self._cached_noise(layer, config)
+        cached = self.session.cached_noise(layer.unique_id, layer.data, config)
+        noise = None if model is not None else cached
         data = layer.data
         output, buffer = self._prepare_output(layer)
         where = self._life.preview_position
@@ -635,7 +483,7 @@ class NMSGWidget(QWidget):
         """Save the fitted or loaded model (file dialog when ``path`` is None)."""
         if self._runner.busy or self._life.closed:
             return None
-        if self._model is None:
+        if self.session.model is None:
             show_error("NMSG: no model yet; denoise a layer or load a model first.")
             return None
         if path is None:
@@ -647,7 +495,7 @@ class NMSGWidget(QWidget):
             if Path(path).suffix.lower() not in (".pt", ".pth"):
                 path = f"{path}.pt"
         try:
-            written = save_model(self._model, path)
+            written = save_model(self.session.model, path)
         except USER_ERRORS as exc:
             show_error(f"NMSG: {exc}")
             return None
@@ -679,12 +527,8 @@ class NMSGWidget(QWidget):
         return model
 
     def _set_model(self, model: NMSGModel, source: str) -> None:
-        self._model = model
-        c = model.config
-        self.model_info.setText(
-            f"Model: {source} · U-Net depth {c.unet_depth}, width {c.unet_width}, "
-            f"{c.train_steps} steps, {model.noise_model.kind} noise, pairs {c.pairing}"
-        )
+        self.session.set_model(model, source)
+        self.model_info.setText(self.session.describe_model())
 
     # ------------------------------------------------------- task events
     def _started(self, task: Task, text: str) -> None:
@@ -787,8 +631,7 @@ class NMSGWidget(QWidget):
         self.status.setText(message)
 
     def _remember_noise(self, layer: Image, config: NMSGConfig, learning: NoiseLearning) -> None:
-        layer_id, data_id, key = self._noise_key(layer, config)
-        self._noise = _LearnedNoise(layer_id, data_id, key, learning)
+        self.session.remember_noise(layer.unique_id, layer.data, config, learning)
 
     # ---------------------------------------------------------- state
     def _update_buttons(self) -> None:
@@ -799,9 +642,9 @@ class NMSGWidget(QWidget):
         self.learn_button.setEnabled(not busy and has_layer)
         self.denoise_button.setEnabled(not busy and has_layer)
         self.cancel_button.setEnabled(busy and self._runner.task.cancel_reason is None)
-        self.save_button.setEnabled(not busy and self._model is not None)
+        self.save_button.setEnabled(not busy and self.session.model is not None)
         self.load_button.setEnabled(not busy)
-        self.reuse_check.setEnabled(not busy and self._model is not None)
+        self.reuse_check.setEnabled(not busy and self.session.model is not None)
         self.compare_button.setEnabled(
             self._compare is not None or (has_layer and self.output_layer() is not None)
         )

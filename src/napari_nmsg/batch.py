@@ -55,7 +55,7 @@ from .engine import (
     run_events,
 )
 from .engine import save_model as _save_model
-from .engine.config import INFERENCE_FIELDS, inference_settings
+from .engine.config import INFERENCE_FIELDS, SETTINGS, inference_settings
 from .engine.validation import QualityEstimate
 from .errors import InputError, OutputError
 from .io import (
@@ -74,8 +74,9 @@ SUMMARY_JSON, SUMMARY_CSV = "summary.json", "summary.csv"
 LOCK_NAME = ".nmsg-batch.lock"
 EVENT_TOPIC = "napari-nmsg-batch"
 FAILED_EXIT_CODE = 3
-# Config fields that cannot change an output's voxels; changing them does not redo work.
-_NOT_IN_KEY = ("device", "preview_every", "preview_depth", "tile_batch")
+# Config fields that cannot change an output's voxels (the machine's, the widget's previews);
+# changing them does not redo work.
+_NOT_IN_KEY = tuple(d.name for d in SETTINGS if d.setting.group in ("machine", "preview"))
 _HASH_CHUNK = 1 << 20
 
 

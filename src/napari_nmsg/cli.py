@@ -23,6 +23,8 @@ from .engine import (
     load_model,
     run_events,
 )
+from .engine.config import SETTINGS
+from .engine.settings import Declared
 from .errors import InputError, OutputError
 from .io import read_volume, write_mrc
 
@@ -62,59 +64,46 @@ class ProgressBars:
             self.bar = None
 
 
+# Config fields with a command-line flag; the flags default to None (not given).
+CONFIG_OPTIONS = tuple(d.name for d in SETTINGS if d.setting.cli)
+
+
+def _shown(value: Any, declared: Declared) -> str:
+    if value is None:
+        return declared.setting.auto
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _defaults(declared: Declared) -> str:
+    """ "(default: …)" from the presets, naming the presets that differ from fast's."""
+    values = {name: getattr(NMSGConfig.preset(name), declared.name) for name in PRESETS}
+    fast = values.pop("fast")
+    others = [f"{name} {_shown(v, declared)}" for name, v in values.items() if v != fast]
+    unit = f" {declared.setting.unit}" if declared.setting.unit and fast is not None else ""
+    return f"(default: {_shown(fast, declared)}{unit}" + "".join(f"; {o}" for o in others) + ")"
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "method settings (defaults come from --preset; with --model, inference settings not "
         "given here come from the model)"
     )
     group.add_argument("--preset", choices=sorted(PRESETS), default="fast")
-    group.add_argument("--seed", type=int, help="fixes every random source (default 0)")
-    group.add_argument("--device", help="auto (default), cuda, mps or cpu")
-    group.add_argument("--steps", dest="train_steps", type=int, help="denoiser training steps")
-    group.add_argument("--gan-steps", type=int, help="noise-model (WGAN-GP) generator steps")
-    group.add_argument("--noise-model", choices=["gan", "spectral"])
-    group.add_argument("--pairing", choices=["r2r", "paper", "noisier2noise"])
-    group.add_argument("--crop", type=int, help="training crop size (voxels)")
-    group.add_argument("--width", dest="unet_width", type=int, help="U-Net width")
-    group.add_argument("--depth", dest="unet_depth", type=int, help="U-Net depth")
-    group.add_argument("--lambda-grad", type=float, help="sparsity (gradient) loss weight")
-    group.add_argument("--lambda-gui", type=float, help="guidance loss weight")
-    group.add_argument("--tile", type=int, help="inference tile size (voxels)")
-    group.add_argument("--overlap", type=int, help="inference tile overlap (voxels)")
-    group.add_argument(
-        "--inference-pairs",
-        type=int,
-        help="pairs of ±noise recorrupted copies averaged at inference (2 passes each; "
-        "0 = one pass f(y), the fast preset's default): the width-16 networks of the "
-        "balanced and quality presets gain PSNR for proportionally longer inference",
-    )
-    group.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        help="mixed-precision inference (bfloat16 on CPU, float16 on CUDA): ~2x faster, same "
-        "PSNR in the benchmark; default: on for CUDA and CPUs with AMX / AVX512-BF16",
-    )
-    group.add_argument("--wedge-axis", type=int, choices=[0, 1, 2], help="thickness axis")
-    group.add_argument(
-        "--base-sigma",
-        type=float,
-        help="Gaussian (voxels) the network corrects; 0: the input itself; default: chosen "
-        "by the self-supervised validation",
-    )
-    group.add_argument(
-        "--gaussian-fallback",
-        action=argparse.BooleanOptionalAction,
-        help="return the best Gaussian filter when the validation finds the network worse "
-        "(default: on)",
-    )
-
-
-# Config fields with a command-line flag; the flags default to None (not given).
-CONFIG_OPTIONS = (
-    "seed", "device", "train_steps", "gan_steps", "noise_model", "pairing", "crop",
-    "unet_width", "unet_depth", "lambda_grad", "lambda_gui", "tile", "overlap",
-    "wedge_axis", "amp", "inference_pairs", "base_sigma", "gaussian_fallback",
-)  # fmt: skip
+    for declared in SETTINGS:
+        setting = declared.setting
+        if not setting.cli:
+            continue
+        options: dict[str, Any] = {"dest": declared.name}
+        options["help"] = f"{setting.help} {_defaults(declared)}"
+        if declared.kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = declared.kind
+            if setting.choices:
+                options["choices"] = [v for v in setting.choices.values() if v is not None]
+        group.add_argument(setting.option(declared.name), **options)
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError, OutputError
 from ..io import MODEL_SUFFIXES, atomic_path, check_output_path
 from .config import NMSGConfig

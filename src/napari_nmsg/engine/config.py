@@ -1,63 +1,342 @@
-"""Every tunable of the method in one dataclass, with the fast / balanced / quality presets."""
+"""Every tunable of the method in one dataclass, with the fast / balanced / quality presets.
+
+Each field declares how front ends present it (``settings.option``); see ``settings``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from .settings import choice_values, declared, labelled, option
+
 NoiseModelKind = Literal["gan", "spectral"]
 Pairing = Literal["r2r", "paper", "noisier2noise"]
+NOISE_MODELS = choice_values(NoiseModelKind)
+PAIRINGS = choice_values(Pairing)
+NOISE_MODEL_CHOICES, PAIRING_CHOICES = labelled(NOISE_MODELS), labelled(PAIRINGS)
+WEDGE_AXES = {"auto (thinnest axis)": None, "0 (Z)": 0, "1 (Y)": 1, "2 (X)": 2}
+PRECISIONS = {
+    "auto (on where faster)": None,
+    "off (float32)": False,
+    "on (bfloat16 CPU / float16 CUDA)": True,
+}
+_NO_FRONT_END = {"cli": False, "widget": False}  # method internals, set from Python
 
 
 @dataclass(frozen=True)
 class NMSGConfig:
     """Settings of one NMSG run. Units are voxels unless said otherwise."""
 
-    seed: int = 0
-    device: str = "auto"
-    wedge_axis: int | None = None  # None: the axis with the smallest extent
-    # noise patches
-    patch_size: int = 16
-    max_patches: int = 256
-    # noise model
-    noise_model: NoiseModelKind = "spectral"  # measured better than the GAN (README Presets)
-    gan_steps: int = 50
-    gan_batch: int = 16
-    gan_width: int = 16
-    # pairs
-    pairing: Pairing = "r2r"
-    alpha: float = 1.0
-    local_amplitude: bool = True  # scale model noise to the local noise level
-    # denoiser
-    unet_depth: int = 2
-    unet_width: int = 8
-    space_to_depth: bool = False
-    # the network corrects the input blurred by this Gaussian (voxels); 0 corrects the input
-    # itself; None: the Gaussian the self-supervised validation finds best for the input
-    base_sigma: float | None = None
-    # return the best Gaussian when the validation finds the network worse than it
-    gaussian_fallback: bool = True
-    train_steps: int = 2400
-    batch_size: int = 2
-    crop: int = 32
-    lr: float = 3e-3
-    ema_decay: float = 0.99
-    lambda_rec: float = 1.0
-    lambda_grad: float = 0.0
-    lambda_gui: float = 0.0
-    guidance_sigma: float = 1.5
-    sparsity_sigma: float = 3.0
-    # inference
-    # ±z recorrupted copies averaged at inference (two passes each): the network was
-    # trained on y + αz, so the mean of f(y ± αz) estimates E[x | y]; 0 is one pass f(y)
-    inference_pairs: int = 0
-    # mixed-precision inference, float16 on CUDA / bfloat16 on CPU; None: where it is fast
-    amp: bool | None = None
-    tile: int = 64
-    overlap: int = 16  # clamped to half a tile
-    tile_batch: int = 2
-    preview_every: int = 25
-    preview_depth: int = 8
+    seed: int = option(
+        0,
+        group="general",
+        label="Seed",
+        help="fixes every random source",
+        minimum=0,
+        maximum=2**31 - 1,
+        widget=False,  # the widget's main form has it
+    )
+    device: str = option(
+        "auto",
+        group="machine",
+        label="Device",
+        help="auto, cuda, mps or cpu",
+        widget=False,
+    )
+    wedge_axis: int | None = option(
+        None,
+        group="inference",
+        label="Wedge (beam) axis",
+        auto="auto",
+        help="the missing-wedge / thickness axis; auto: the axis with the smallest extent",
+        choices=WEDGE_AXES,
+    )
+    patch_size: int = option(
+        16,
+        group="noise",
+        label="Noise patch size",
+        help="edge of the background noise patches",
+        unit="voxels",
+        minimum=8,
+        maximum=64,
+        **_NO_FRONT_END,
+    )
+    max_patches: int = option(
+        256,
+        group="noise",
+        label="Noise patches",
+        help="most background patches used",
+        minimum=8,
+        maximum=100_000,
+        **_NO_FRONT_END,
+    )
+    noise_model: NoiseModelKind = option(
+        "spectral",  # measured better than the GAN (README Presets)
+        group="noise",
+        label="Noise model",
+        choices=NOISE_MODEL_CHOICES,
+        help="gan: 3D WGAN-GP noise generator; spectral: coloured Gaussian baseline",
+    )
+    gan_steps: int = option(
+        50,
+        group="noise",
+        label="GAN steps",
+        help="generator steps of the noise GAN",
+        minimum=1,
+        maximum=1_000_000,
+        step=25,
+    )
+    gan_batch: int = option(
+        16,
+        group="noise",
+        label="GAN batch",
+        help="patches per GAN step",
+        minimum=1,
+        maximum=1024,
+        **_NO_FRONT_END,
+    )
+    gan_width: int = option(
+        16,
+        group="noise",
+        label="GAN width",
+        help="channels of the GAN's networks",
+        minimum=2,
+        maximum=256,
+        **_NO_FRONT_END,
+    )
+    pairing: Pairing = option(
+        "r2r",
+        group="training",
+        label="Pairs",
+        choices=PAIRING_CHOICES,
+        widget=False,
+        help="r2r: y + αz → y − z/α; paper: y + z → y, applied as f(y); noisier2noise: "
+        "y + z → y with its correction",
+    )
+    alpha: float = option(
+        1.0,
+        group="training",
+        label="α",
+        help="strength of the recorrupting noise (r2r)",
+        minimum=1.0,
+        maximum=10.0,
+        **_NO_FRONT_END,
+    )
+    local_amplitude: bool = option(
+        True,
+        group="training",
+        label="Local noise amplitude",
+        help="scale model noise to the local noise level",
+        **_NO_FRONT_END,
+    )
+    unet_depth: int = option(
+        2,
+        group="training",
+        label="Network depth",
+        help="U-Net levels",
+        flag="--depth",
+        minimum=1,
+        maximum=5,
+        widget=False,
+    )
+    unet_width: int = option(
+        8,
+        group="training",
+        label="Network width",
+        help="U-Net channels at full resolution",
+        flag="--width",
+        minimum=2,
+        maximum=256,
+        step=4,
+    )
+    space_to_depth: bool = option(
+        False,
+        group="training",
+        label="Space to depth",
+        help="fold 2³ voxels into channels first",
+        **_NO_FRONT_END,
+    )
+    base_sigma: float | None = option(
+        None,
+        group="training",
+        label="Base Gaussian σ",
+        unit="voxels",
+        help="the Gaussian the network corrects; 0: the input itself",
+        auto="chosen by the validation",
+        minimum=0.0,
+        maximum=8.0,
+        step=0.25,
+    )
+    gaussian_fallback: bool = option(
+        True,
+        group="training",
+        label="Gaussian fallback",
+        help="return the best Gaussian filter when the validation finds the network worse",
+    )
+    train_steps: int = option(
+        2400,
+        group="training",
+        label="Training steps",
+        help="denoiser training steps",
+        flag="--steps",
+        minimum=1,
+        maximum=1_000_000,
+        step=50,
+    )
+    batch_size: int = option(
+        2,
+        group="training",
+        label="Batch",
+        help="crops per training step",
+        minimum=1,
+        maximum=256,
+        **_NO_FRONT_END,
+    )
+    crop: int = option(
+        32,
+        group="training",
+        label="Crop size",
+        unit="voxels",
+        minimum=8,
+        maximum=512,
+        step=8,
+        help="training crop edge; a multiple of 2^depth",
+    )
+    lr: float = option(
+        3e-3,
+        group="training",
+        label="Learning rate",
+        help="Adam's",
+        minimum=1e-6,
+        maximum=1.0,
+        **_NO_FRONT_END,
+    )
+    ema_decay: float = option(
+        0.99,
+        group="training",
+        label="Weight average decay",
+        help="EMA of the weights",
+        minimum=0.0,
+        maximum=1.0,
+        **_NO_FRONT_END,
+    )
+    lambda_rec: float = option(
+        1.0,
+        group="training",
+        label="λ reconstruction",
+        help="weight of the pair loss",
+        minimum=0.0,
+        maximum=100.0,
+        **_NO_FRONT_END,
+    )
+    lambda_grad: float = option(
+        0.0,
+        group="training",
+        label="λ gradient",
+        help="weight of the sparsity (gradient) term",
+        minimum=0.0,
+        maximum=100.0,
+        step=0.05,
+    )
+    lambda_gui: float = option(
+        0.0,
+        group="training",
+        label="λ guidance",
+        help="weight of the smooth-guidance term",
+        minimum=0.0,
+        maximum=100.0,
+        step=0.05,
+    )
+    guidance_sigma: float = option(
+        1.5,
+        group="training",
+        label="Guidance σ",
+        unit="voxels",
+        help="Gaussian of the guidance term",
+        minimum=0.0,
+        maximum=8.0,
+        **_NO_FRONT_END,
+    )
+    sparsity_sigma: float = option(
+        3.0,
+        group="training",
+        label="Sparsity σ",
+        unit="voxels",
+        help="Gaussian of the sparsity term",
+        minimum=0.0,
+        maximum=8.0,
+        **_NO_FRONT_END,
+    )
+    # the network was trained on y + αz, so the mean of f(y ± αz) estimates E[x | y]
+    inference_pairs: int = option(
+        0,
+        group="inference",
+        label="Averaged ±noise pairs",
+        minimum=0,
+        maximum=64,
+        help="pairs of ±noise recorrupted copies averaged at inference (2 passes each; "
+        "0 = one pass f(y), 3.5x faster inference for about 0.1 dB less)",
+    )
+    amp: bool | None = option(
+        None,
+        group="inference",
+        label="Mixed precision",
+        auto="auto",
+        choices=PRECISIONS,
+        help="mixed-precision inference, bfloat16 on CPU and float16 on CUDA: about 2x "
+        "faster, same PSNR in the benchmark; auto: on for CUDA and CPUs with AMX / AVX512-BF16",
+    )
+    tile: int = option(
+        64,
+        group="inference",
+        label="Tile size",
+        unit="voxels",
+        help="inference tile edge",
+        minimum=16,
+        maximum=1024,
+        step=16,
+    )
+    overlap: int = option(
+        16,
+        group="inference",
+        label="Tile overlap",
+        unit="voxels",
+        minimum=0,
+        maximum=512,
+        step=4,
+        help="blended overlap between tiles (at most half a tile)",
+    )
+    tile_batch: int = option(
+        2,
+        group="machine",
+        label="Tiles per batch",
+        help="tiles per network call",
+        minimum=1,
+        maximum=256,
+        **_NO_FRONT_END,
+    )
+    preview_every: int = option(
+        25,
+        group="preview",
+        label="Preview every",
+        unit="steps",
+        cli=False,
+        help="training steps between preview slabs",
+        minimum=1,
+        maximum=1_000_000,
+        step=5,
+    )
+    preview_depth: int = option(
+        8,
+        group="preview",
+        label="Preview depth",
+        unit="slices",
+        help="slices per preview",
+        minimum=1,
+        maximum=256,
+        **_NO_FRONT_END,
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,10 +356,10 @@ class NMSGConfig:
             problems.append(f"overlap={self.overlap} must not be negative")
         if self.tile % self.multiple:
             problems.append(f"tile={self.tile} must be a multiple of {self.multiple}")
-        if self.noise_model not in ("gan", "spectral"):
-            problems.append(f"noise_model must be 'gan' or 'spectral', not {self.noise_model!r}")
-        if self.pairing not in ("r2r", "paper", "noisier2noise"):
-            problems.append(f"pairing must be r2r, paper or noisier2noise, not {self.pairing!r}")
+        if self.noise_model not in NOISE_MODELS:
+            problems.append(f"noise_model must be one of {NOISE_MODELS}, not {self.noise_model!r}")
+        if self.pairing not in PAIRINGS:
+            problems.append(f"pairing must be one of {PAIRINGS}, not {self.pairing!r}")
         if self.wedge_axis not in (None, 0, 1, 2):
             problems.append(f"wedge_axis must be 0, 1, 2 or None, not {self.wedge_axis!r}")
         if self.inference_pairs < 0:
@@ -159,11 +438,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+SETTINGS = declared(NMSGConfig)
 # Inference settings a fitted model carries: they change its output, so a saved model is
-# applied with its own unless the user sets them. The device and the tile batch are the
-# machine's (a model fitted on a GPU may be applied on a laptop), not the model's.
-INFERENCE_FIELDS = ("inference_pairs", "tile", "overlap", "amp", "wedge_axis")
-RUN_FIELDS = ("device", "tile_batch")
+# applied with its own unless the user sets them. The machine's (device, tile batch) are
+# not the model's.
+INFERENCE_FIELDS = tuple(d.name for d in SETTINGS if d.setting.group == "inference")
+RUN_FIELDS = tuple(d.name for d in SETTINGS if d.setting.group == "machine")
 
 
 def inference_settings(model: NMSGConfig, overrides: dict[str, Any] | None = None) -> NMSGConfig:

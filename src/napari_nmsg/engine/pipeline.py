@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .config import NMSGConfig
+from .config import INFERENCE_FIELDS, RUN_FIELDS, NMSGConfig
 from .device import conv_memory_format, inference_dtype, resolve_device
 from .events import Event, EventStream, Preview, Progress
 from .fill import detect_fill
@@ -299,21 +299,15 @@ def iter_denoise(
 ) -> EventStream[np.ndarray]:
     """Denoise the whole volume tile by tile into ``out`` (new array, or e.g. a memmap).
 
-    ``config`` overrides inference settings (device, tile, overlap, tile_batch, amp,
-    inference_pairs); a CUDA out-of-memory error is retried with smaller batches, then
+    ``config`` overrides the inference and machine settings (``INFERENCE_FIELDS``,
+    ``RUN_FIELDS``); a CUDA out-of-memory error is retried with smaller batches, then
     smaller tiles. ``normalisation`` defaults to the volume's own intensity statistics;
     passing another volume's (e.g. the full tomogram's for one of its halves) keeps the
     intensities the network saw in training.
     """
     config = config or model.config
     inference = model.config.replace(
-        device=config.device,
-        tile=config.tile,
-        overlap=config.overlap,
-        tile_batch=config.tile_batch,
-        wedge_axis=config.wedge_axis,
-        amp=config.amp,
-        inference_pairs=config.inference_pairs,
+        **{name: getattr(config, name) for name in INFERENCE_FIELDS + RUN_FIELDS}
     )
     model = dataclasses.replace(model, config=inference)  # the predictor reads it
     source = prepare_volume(volume, inference, normalisation)

@@ -173,22 +173,21 @@ class RecorruptedValidation:
 
     def best_gaussian(self) -> tuple[float, float]:
         """(σ, recorrupted loss) of the Gaussian filter best for the recorrupted input."""
-        losses = {}
-        for s in SIGMAS:
-            taps = gaussian_kernel(float(s))
-            losses[float(s)] = self.loss(lambda x, t=taps: gaussian_blur(x, t))
-        sigma = min(losses, key=losses.get)
-        return sigma, losses[sigma]
+        return self._best_gaussian(self.loss)
 
     def best_gaussian_for_input(self) -> tuple[float, float]:
-        """(σ, risk) of the Gaussian filter best for the input itself: Stein's estimate as
-        in ``risk``, whose finite differences are exact for a linear filter."""
-        risks = {}
+        """(σ, risk) of the Gaussian filter best for the input itself (``risk``'s finite
+        differences are exact for a linear filter)."""
+        return self._best_gaussian(self.risk)
+
+    @staticmethod
+    def _best_gaussian(score: Callable[[Callable], float]) -> tuple[float, float]:
+        scores = {}
         for s in SIGMAS:
             taps = gaussian_kernel(float(s))
-            risks[float(s)] = self.risk(lambda x, t=taps: gaussian_blur(x, t))
-        sigma = min(risks, key=risks.get)
-        return sigma, risks[sigma]
+            scores[float(s)] = score(lambda x, t=taps: gaussian_blur(x, t))
+        sigma = min(scores, key=scores.get)
+        return sigma, scores[sigma]
 
     def over_smoothed(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         """Whether the removed part ``y − f(y)`` holds more low-frequency power than noise

@@ -1,0 +1,80 @@
+"""What the widget remembers between runs, without Qt or napari: the learned noise of one
+layer, the current model and which output layer belongs to which input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import NMSGConfig, NMSGModel, NoiseLearning
+from .engine.config import SETTINGS
+
+# Settings that change what Learn noise produces; a cached noise model is reused only if
+# all of them (and the layer's data) are unchanged.
+NOISE_FIELDS = (
+    "seed",
+    "wedge_axis",
+    *(d.name for d in SETTINGS if d.setting.group == "noise"),
+)
+
+
+@dataclass(frozen=True)
+class _LearnedNoise:
+    layer_id: Any
+    key: tuple
+    learning: NoiseLearning
+
+
+def _noise_key(data: Any, config: NMSGConfig) -> tuple:
+    return (id(data), tuple(getattr(config, f) for f in NOISE_FIELDS))
+
+
+class Session:
+    """Layers are named by their napari ``unique_id``; data by identity (a layer whose
+    data was replaced needs its noise learned again)."""
+
+    def __init__(self) -> None:
+        self._noise: _LearnedNoise | None = None
+        self.model: NMSGModel | None = None
+        self.model_source = ""  # where the model came from, in words
+        self._outputs: dict[Any, Any] = {}  # input layer id -> its denoised layer's id
+
+    def remember_noise(
+        self, layer_id: Any, data: Any, config: NMSGConfig, learning: NoiseLearning
+    ) -> None:
+        self._noise = _LearnedNoise(layer_id, _noise_key(data, config), learning)
+
+    def cached_noise(self, layer_id: Any, data: Any, config: NMSGConfig) -> NoiseLearning | None:
+        """The noise learned on this layer's data with these settings, if any."""
+        cached = self._noise
+        if cached is None or cached.layer_id != layer_id:
+            return None
+        return cached.learning if cached.key == _noise_key(data, config) else None
+
+    @property
+    def learned_noise(self) -> NoiseLearning | None:
+        return self._noise.learning if self._noise is not None else None
+
+    def set_model(self, model: NMSGModel, source: str) -> None:
+        self.model, self.model_source = model, source
+
+    def describe_model(self) -> str:
+        if self.model is None:
+            return "Model: none"
+        c = self.model.config
+        return (
+            f"Model: {self.model_source} · U-Net depth {c.unet_depth}, width {c.unet_width}, "
+            f"{c.train_steps} steps, {self.model.noise_model.kind} noise, pairs {c.pairing}"
+        )
+
+    def set_output(self, layer_id: Any, output_id: Any) -> None:
+        self._outputs[layer_id] = output_id
+
+    def output_of(self, layer_id: Any) -> Any:
+        return self._outputs.get(layer_id)
+
+    def forget_layer(self, layer_id: Any) -> None:
+        """A layer left the viewer: drop its noise and any output mapping that names it."""
+        if self._noise is not None and self._noise.layer_id == layer_id:
+            self._noise = None
+        self._outputs = {k: v for k, v in self._outputs.items() if layer_id not in (k, v)}
