@@ -22,6 +22,21 @@ def test_mrc_round_trip_keeps_voxel_size_origin_and_data(tmp_path, mrc_path):
         assert mrc.data.dtype == np.float32
 
 
+def test_an_unknown_voxel_size_stays_unknown(tmp_path):
+    from napari_nmsg._reader import read_tomograms
+
+    path = tmp_path / "isonet.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((4, 5, 6), np.float32))
+        mrc.voxel_size = 0.0
+    tomo = read_volume(path)
+    assert tomo.voxel_size == (0.0, 0.0, 0.0)
+    out = write_mrc(tmp_path / "out.mrc", tomo.data, tomo.voxel_size, tomo.origin)
+    with mrcfile.open(out) as mrc:
+        assert mrc.voxel_size.x == mrc.voxel_size.z == 0.0
+    assert read_tomograms(path)[0][1]["scale"] == (1.0, 1.0, 1.0)  # napari needs > 0
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.float16, np.float32])
 def test_every_common_mrc_mode_is_read(tmp_path, dtype):
     data = (np.arange(16 * 16 * 16) % 100).reshape(16, 16, 16).astype(dtype)

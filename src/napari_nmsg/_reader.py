@@ -44,7 +44,8 @@ def read_tomograms(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
         tomogram = read_volume(p)
         kwargs = {
             "name": p.stem,
-            "scale": tomogram.voxel_size,
+            # napari needs a positive scale: an unknown voxel size (0) is shown as 1
+            "scale": tuple(v if v > 0 else 1.0 for v in tomogram.voxel_size),
             "translate": tomogram.origin,
             "metadata": tomogram.metadata,
             "colormap": "gray",

@@ -70,7 +70,8 @@ def read_mrc(path: str | os.PathLike) -> Tomogram:
         warnings.warn(f"{path.name}: {problems}", stacklevel=2)
     header = mrc.header
     voxel = mrc.voxel_size
-    voxel_size = tuple(float(v) if v > 0 else 1.0 for v in (voxel.z, voxel.y, voxel.x))
+    # 0 means unknown (IsoNet writes such files): kept, so that outputs say so too
+    voxel_size = tuple(max(float(v), 0.0) for v in (voxel.z, voxel.y, voxel.x))
     origin = tuple(float(header.origin[a]) for a in ("z", "y", "x"))
     metadata = {"mrc_header": _header_dict(header), "source": str(path)}
     return Tomogram(mrc.data, voxel_size, origin, metadata)
