@@ -38,7 +38,6 @@ PairSampler = Callable[[np.random.Generator, torch.Generator], tuple[Tensor, Ten
 # flat 25.78/26.08. Noise on noiseless fill asks the network to erase noise of another level.
 MAX_CROP_FILL = 0.5
 VALIDATE_EVERY = 100  # steps; one score costs about as much as two training steps
-PATIENCE = 6  # scores without improvement before training stops
 _REDRAWS = 10
 
 
@@ -201,8 +200,9 @@ def iter_train(
     A diverging step is not taken: the network goes back to the weight average, Adam's
     moments are reset and the learning rate is halved (``rollbacks`` in the metrics).
     With ``validate`` (a loss, lower is better) the weight average is scored every
-    ``VALIDATE_EVERY`` steps; the best one is returned, and training stops once
-    ``PATIENCE`` scores in a row have not improved on it.
+    ``VALIDATE_EVERY`` steps and the best one is returned. Training does not stop early:
+    on a 96³ volume, whose held-out rows hold little signal, stopping after 6 scores
+    without gain ended at step ~700 with 26.80 dB, where the full budget gave 27.41.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -216,7 +216,7 @@ def iter_train(
         optimiser, config.train_steps, eta_min=0.05 * config.lr
     )
     guard, rollbacks = DivergenceGuard(), 0
-    best_loss, best_state, stale = np.inf, None, 0
+    best_loss, best_state = np.inf, None
     for step in range(1, config.train_steps + 1):
         inputs, targets, noisy = pairs(rng, generator)
         # full precision on purpose: bf16 autocast was measured to wreck training (the
@@ -244,16 +244,11 @@ def iter_train(
         if validate is not None and (step % VALIDATE_EVERY == 0 or last):
             parts = {**parts, "validation": validate(ema)}
             if parts["validation"] < best_loss:
-                best_loss, stale = parts["validation"], 0
+                best_loss = parts["validation"]
                 best_state = copy.deepcopy(ema.state_dict())
-            else:
-                stale += 1
-            last = last or stale >= PATIENCE
         yield Progress("train", step, config.train_steps, parts)
         if on_checkpoint is not None and (step % config.preview_every == 0 or last):
             yield from on_checkpoint(ema)
-        if last:
-            break
     if best_state is not None:
         ema.load_state_dict(best_state)
     return ema
