@@ -253,8 +253,8 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
 
 
 def ranking_agreement(report: dict[str, Any]) -> tuple[int, int]:
-    """Pairs of (validated Gaussian, each preset) per case whose order by the validation
-    loss matches their order by true PSNR (the Gaussian's truth: its oracle row)."""
+    """Pairs of (validated Gaussian, each preset) per case whose order by the estimated
+    risk matches their order by true PSNR (the Gaussian's truth: its oracle row)."""
     agree = total = 0
     for case in report["cases"].values():
         rows = case["methods"]
@@ -301,9 +301,9 @@ def render(report: dict[str, Any]) -> str:
         "frame; Gaussian and TV use the oracle (ground-truth-chosen) setting. Times are wall "
         "seconds on this machine, methods run one after another.\n\n"
         + markdown_table(header, rows)
-        + f"\n\nThe self-supervised validation loss orders the Gaussian and the presets as "
-        f"the true PSNR does on {agree} of {total} pairs (its Gaussian is the one it "
-        f"validated; the true row is the oracle's).\n\nCases:\n{notes}\n"
+        + f"\n\nThe self-supervised estimate (Stein's risk on held-out rows) orders the "
+        f"Gaussian and the presets as the true PSNR does on {agree} of {total} pairs (its "
+        f"Gaussian is the one it validated; the true row is the oracle's).\n\nCases:\n{notes}\n"
     )
 
 

@@ -9,10 +9,11 @@ and are computed on rows of the tilt axis the network never trains on.
 - Stein's unbiased risk estimate judges what the user gets, an estimator applied to ``y``
   itself: ``|f(y) − y|² − |n|² + 2 tr(Σ ∂f/∂y)``, the trace by finite differences along
   model-noise probes. It compares the result with the Gaussian filter best for ``y`` and
-  gives the user an estimated gain. On three 128³ cases it ranked one pass, averaged pairs
-  and Gaussians as the truth did where they differed by more than 1 %; the recorrupted
-  loss, which sees an input twice as noisy, had called networks better than that Gaussian
-  where they were 0.2–0.7 dB worse.
+  gives the user an estimated gain. The recorrupted loss cannot: it sees an input twice as
+  noisy as the user's, and had called networks better than that Gaussian where they were
+  0.2–0.7 dB worse. Both are only as right as the model noise: where its low-frequency
+  power is off by more than the network's gain (signal in the noise patches, README Case
+  suite), the sign can be wrong.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ class QualityEstimate:
     The gain is stated against the best Gaussian filter, not the noisy input: both risks
     share the error of the model noise's power, so their order is robust, while an
     absolute error needs the noise variance to better than a percent (at SNR 0.1 per tilt
-    the clean signal holds a few percent of the variance); the dB figure is therefore
-    conservative when that error is large.
+    the clean signal holds a few percent of the variance); an error there shifts both
+    risks alike and shrinks the dB figure toward 0.
     """
 
     gain_over_gaussian_db: float  # > 0: the result is estimated better than the Gaussian
