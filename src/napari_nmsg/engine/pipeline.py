@@ -146,7 +146,11 @@ def _pair_scale(config: NMSGConfig) -> float:
 
 
 def _validated_estimator(
-    net: UNet3D, noise: SpectralNoise, config: NMSGConfig, shape: tuple[int, ...], device
+    net: UNet3D,
+    noise: SpectralNoise,
+    config: NMSGConfig,
+    shape: tuple[int, ...],
+    device: torch.device,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """What inference returns for one ``shape`` window, as a deterministic function (fixed
     pair draws), so that its risk can be estimated by finite differences."""
