@@ -51,7 +51,7 @@ from .engine import (
     load_model,
     save_model,
 )
-from .engine.config import inference_settings
+from .engine.config import DECLARED, inference_settings
 from .errors import InputError, OutputError
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ class NMSGWidget(QWidget):
         self.device_combo.setToolTip("auto: CUDA, then Apple MPS, then CPU")
         form.addRow("Device", self.device_combo)
         self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
+        seed = DECLARED["seed"].setting
+        self.seed_spin.setRange(int(seed.minimum), int(seed.maximum))
         self.seed_spin.setToolTip("The same seed and settings give the same result")
         form.addRow("Seed", self.seed_spin)
         self.settings = QWidget()

@@ -76,9 +76,9 @@ def _shown(value: Any, declared: Declared) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _defaults(declared: Declared) -> str:
+def _defaults(declared: Declared, presets: dict[str, NMSGConfig]) -> str:
     """ "(default: …)" from the presets, naming the presets that differ from fast's."""
-    values = {name: getattr(NMSGConfig.preset(name), declared.name) for name in PRESETS}
+    values = {name: getattr(config, declared.name) for name, config in presets.items()}
     fast = values.pop("fast")
     others = [f"{name} {_shown(v, declared)}" for name, v in values.items() if v != fast]
     unit = f" {declared.setting.unit}" if declared.setting.unit and fast is not None else ""
@@ -91,12 +91,13 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         "given here come from the model)"
     )
     group.add_argument("--preset", choices=sorted(PRESETS), default="fast")
+    presets = {name: NMSGConfig.preset(name) for name in PRESETS}
     for declared in SETTINGS:
         setting = declared.setting
         if not setting.cli:
             continue
         options: dict[str, Any] = {"dest": declared.name}
-        options["help"] = f"{setting.help} {_defaults(declared)}"
+        options["help"] = f"{setting.help} {_defaults(declared, presets)}"
         if declared.kind is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:

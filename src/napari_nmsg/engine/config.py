@@ -439,6 +439,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 SETTINGS = declared(NMSGConfig)
+DECLARED = {d.name: d for d in SETTINGS}
 # Inference settings a fitted model carries: they change its output, so a saved model is
 # applied with its own unless the user sets them. The machine's (device, tile batch) are
 # not the model's.

@@ -130,19 +130,22 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     def predict(batch: torch.Tensor) -> torch.Tensor:
         if not config.inference_pairs:
             return run(batch)
-        shape = tuple(batch.shape[-3:])
-        draws = [
-            _pair_scale(config) * noise.sample(batch.shape[0], shape, generator)
-            for _ in range(config.inference_pairs)
-        ]
+        draws = _pair_draws(noise, config, batch.shape[0], tuple(batch.shape[-3:]), generator)
         return average_over_pairs(run, batch, draws)
 
     return predict
 
 
-def _pair_scale(config: NMSGConfig) -> float:
-    """The strength of the noise a pair adds, as the training pairs add it."""
-    return config.alpha if config.pairing == "r2r" else 1.0
+def _pair_draws(
+    noise: SpectralNoise,
+    config: NMSGConfig,
+    batch: int,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
+    """The noise of ``config.inference_pairs`` pairs, as strong as the training pairs add it."""
+    scale = config.alpha if config.pairing == "r2r" else 1.0
+    return [scale * noise.sample(batch, shape, generator) for _ in range(config.inference_pairs)]
 
 
 def _validated_estimator(
@@ -159,10 +162,7 @@ def _validated_estimator(
         return run
     generator = torch.Generator(device=device).manual_seed(config.seed + 104729)
     with torch.no_grad():
-        draws = [
-            _pair_scale(config) * noise.to(device).sample(1, shape, generator)
-            for _ in range(config.inference_pairs)
-        ]
+        draws = _pair_draws(noise.to(device), config, 1, shape, generator)
     return lambda x: average_over_pairs(run, x, draws)
 
 

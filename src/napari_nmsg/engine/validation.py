@@ -137,8 +137,8 @@ class RecorruptedValidation:
             draws = draws * torch.from_numpy(~fill)
         z = draws[:1]
         self.noisy = noisy.to(device)
-        self.noise = z.to(device)  # one model noise draw, as strong as the real noise
         self.probes = [d[None].to(device) for d in draws]
+        self.noise = self.probes[0]  # one model noise draw, as strong as the real noise
         # antithetic pair: the two copies' errors from z cancel to first order
         self.inputs = torch.cat([noisy + alpha * z, noisy - alpha * z]).to(device)
         self.targets = torch.cat([noisy - z / alpha, noisy + z / alpha]).to(device)
