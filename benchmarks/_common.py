@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine facts, memory, FSC, tables, subprocesses.
+"""Helpers shared by the benchmark scripts: machine facts, memory, FSC, reports, workers.
 
 Nothing here is part of the package; the benchmarks import the engine like any user would.
 """
@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,24 +213,6 @@ def fsc_resolution(
 
 
 # ------------------------------------------------------------------ reports
-
-
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if not np.isfinite(value):
-            return "–"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in rows:
-        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def precision_name(config: Any) -> str:

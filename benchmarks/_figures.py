@@ -1,16 +1,25 @@
-"""PNG figures of the benchmarks (matplotlib, headless)."""
+"""PNG figures of the quality benchmark (matplotlib, headless)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
+from _cases import CURVE_METHODS
+
+
+def _save(fig: Any, path: Path, **layout: Any) -> None:
+    fig.tight_layout(**layout)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)  # pyplot keeps every open figure alive otherwise
 
 
 def central_slices(
@@ -44,9 +53,7 @@ def central_slices(
                 ax.set_title(label, fontsize=8)
             ax.set_ylabel(name, fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
 
 
 def radial_profile(psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +95,7 @@ def noise_spectra(path: Path, spectra: dict[str, np.ndarray], title: str) -> Non
         ax.set_xlabel("k_x")
         ax.set_ylabel("k_z (beam axis)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def psnr_vs_time(
@@ -110,9 +115,7 @@ def psnr_vs_time(
     ax.set_ylabel("PSNR (dB, affine fit)")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def fsc_curves(
@@ -130,17 +133,65 @@ def fsc_curves(
     ax.set_ylim(-0.1, 1.02)
     ax.legend(fontsize=6, ncol=2)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def bar_chart(path: Path, labels: Sequence[str], values: Sequence[float], xlabel: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(labels) + 1))
-    ax.barh(range(len(labels)), values)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def case_figures(
+    case: str,
+    entry: dict[str, Any],
+    outputs: dict[str, np.ndarray],
+    target: np.ndarray,
+    voxel: float,
+    case_dir: Path,
+    out: Path,
+) -> None:
+    """Every figure of one case into ``out``; their file names go to ``entry["figures"]``."""
+    from napari_nmsg.metrics import affine_fit
+
+    figures = entry.setdefault("figures", {})
+    lo, hi = np.percentile(target, [0.5, 99.5])
+    panels = [("ground truth (noiseless WBP)", target)]
+    for name, volume in outputs.items():
+        row = entry["methods"][name]
+        panels.append((f"{name}\n{row['psnr']:.2f} dB", affine_fit(volume, target)))
+    path = out / f"slices_{case}.png"
+    central_slices(path, panels, f"{case}: central XY (top) and XZ (bottom) slices", (lo, hi))
+    figures["slices"] = path.name
+
+    spectra = {}
+    for kind in entry["noise"]:
+        npz = case_dir / f"noise-{kind}-spectra.npz"
+        if npz.exists():
+            with np.load(npz) as data:
+                spectra.setdefault("true noise (noisy − target)", data["true"])
+                spectra.setdefault("real patches (extracted)", data["extracted"])
+                spectra[f"generated: {kind}"] = data["generated"]
+    if spectra:
+        path = out / f"noise_spectra_{case}.png"
+        noise_spectra(path, spectra, f"{case}: noise power spectra (normalised units)")
+        figures["noise_spectra"] = path.name
+
+    curves = {
+        name: entry["methods"][name].get("curve", [])
+        for name in CURVE_METHODS
+        if name in entry["methods"] and entry["methods"][name].get("curve")
+    }
+    if curves:
+        lines = {
+            name: entry["methods"][name]["psnr"]
+            for name in ("noisy", "gaussian")
+            if entry["methods"].get(name, {}).get("ok")
+        }
+        path = out / f"psnr_vs_time_{case}.png"
+        psnr_vs_time(path, curves, lines, f"{case}: PSNR of EMA checkpoints vs training time")
+        figures["psnr_vs_time"] = path.name
+
+    fsc = {
+        name: (np.array(row["fsc_curve"]["freq"]), np.array(row["fsc_curve"]["fsc"]))
+        for name, row in entry["methods"].items()
+        if row.get("ok") and "fsc_curve" in row
+    }
+    if fsc:
+        path = out / f"fsc_{case}.png"
+        fsc_curves(path, fsc, voxel, f"{case}: FSC against the noiseless target")
+        figures["fsc"] = path.name

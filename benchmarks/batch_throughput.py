@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,23 @@ from napari_nmsg.batch import denoise_many
 from napari_nmsg.engine import NMSGConfig
 from napari_nmsg.io import write_mrc
 from napari_nmsg.simulate import simulate_tomogram
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _table import Column, render_table
+
+COLUMNS = [
+    Column("workers", lambda r: r["workers"]),
+    Column("torch threads", lambda r: r["torch_threads"]),
+    Column("wall (s)", lambda r: r["wall_s"], ".1f"),
+    Column("tomo/min", lambda r: r["tomograms_per_min"], ".2f"),
+    Column("ratio", lambda r: r["throughput_ratio"], ".2f"),
+    Column("mean task (s)", lambda r: r["mean_task_s"]["total"], ".1f"),
+    Column(
+        "peak RSS/worker (MB)",
+        lambda r: ", ".join(f"{w['peak_rss_mb']:.0f}" for w in r["per_worker"].values()),
+    ),
+]
 
 
 def simulate_inputs(folder: Path, n: int, size: int) -> list[Path]:
@@ -106,15 +124,7 @@ def main() -> None:
     print(f"{args.n} × {args.size}³, fast preset, {args.steps} train / {args.gan_steps} GAN "
           f"steps, {result['machine']['cpus']} CPUs, load {load_at_start[0]:.1f} -> "
           f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-    columns = ["workers", "torch threads", "wall (s)", "tomo/min", "ratio", "mean task (s)",
-               "peak RSS/worker (MB)"]  # fmt: skip
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for run in runs:
-        peaks = ", ".join(f"{w['peak_rss_mb']:.0f}" for w in run["per_worker"].values())
-        print(f"| {run['workers']} | {run['torch_threads']} | {run['wall_s']:.1f} | "
-              f"{run['tomograms_per_min']:.2f} | {run['throughput_ratio']:.2f} | "
-              f"{run['mean_task_s']['total']:.1f} | {peaks} |")  # fmt: skip
+    print(render_table(runs, COLUMNS))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -42,16 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_OUT,
     RssSampler,
-    fmt,
     log,
     machine_info,
-    machine_markdown,
-    markdown_table,
     peak_rss_mb,
     precision_name,
     run_worker,
     write_json,
 )
+from _out_of_core_report import render
 
 LIMIT_MB = 1536
 MRC_HEADER_BYTES = 1024
@@ -324,131 +322,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         save()
     return 0
-
-
-def render(report: dict[str, Any]) -> str:
-    shape = "×".join(map(str, report["shape"]))
-    net = report["net"]
-    lines = [
-        "# NMSG out-of-core benchmark",
-        "",
-        machine_markdown(report["machine"], report.get("end_load_avg")),
-        "",
-        f"Total {report.get('elapsed_s', 0) / 60:.1f} min. Random-initialised networks with a "
-        "non-zero output layer (the point is memory and correctness, not denoising); the big "
-        f"run uses the engine's UNet3D at depth {net['depth']}, width {net['width']} (the "
-        "fast preset's is depth 2, width 8) in "
-        f"{report.get('big', {}).get('precision', 'float32')}, "
-        f"tile {report['tile']}, overlap {report['overlap']}, tile batch 2, CPU.",
-    ]
-    if report.get("equality"):
-        lines += ["", "## Out-of-core equals in-memory", ""]
-        rows = [
-            [
-                r["net"],
-                "×".join(map(str, r["shape"])),
-                f"{r['max_abs_diff']:.3g}",
-                f"{r['max_rel_diff']:.2g}",
-                "yes" if r["equal"] else "**NO**",
-                fmt(r["output_vs_input_change"], 3),
-                fmt(r["in_memory_s"], 1),
-                fmt(r["out_of_core_s"], 1),
-            ]
-            for r in report["equality"]
-        ]
-        lines.append(
-            markdown_table(
-                [
-                    "U-Net",
-                    "volume",
-                    "max abs diff",
-                    "max rel diff",
-                    "equal (rtol 1e-5)",
-                    "mean change / input std",
-                    "in-memory s",
-                    "out-of-core s",
-                ],
-                rows,
-            )
-        )
-        lines += [
-            "",
-            "Input written as MRC, read memory-mapped by `napari_nmsg.io.read_volume`, denoised "
-            "by `iter_denoise` into `napari_nmsg.io.mrc_output`, read back, and compared with "
-            "`iter_denoise` on the in-memory array. `mean change` shows the network is not the "
-            "identity.",
-        ]
-    big = report.get("big")
-    if big:
-        lines += ["", f"## {shape} float32 ({report['size_gib']} GiB) MRC", ""]
-        if not big.get("ok"):
-            lines.append(f"FAILED: {big.get('error')}")
-        else:
-            limit = report["limit_mb"]
-            planes = report["shape"][1] * report["shape"][2]
-            tile = min(report["tile"], min(report["shape"]))
-            row_buffer = tile * planes * 4 / 2**20
-            chunk = max(1, 64 * 2**20 // (planes * 4)) * planes * 4  # the engine's flush chunk
-            flush = (2 * chunk + planes * 4) / 2**20
-            verdict = {
-                "rss": big["peak_rss_mb"] <= limit,
-                "anon": big["peak_anon_mb"] <= limit,
-            }
-            lines.append(
-                markdown_table(
-                    ["measure", "value", f"≤ {limit} MB?"],
-                    [
-                        ["generate input (slab by slab)", f"{report.get('write_s', 0):.0f} s", ""],
-                        ["denoise wall time", f"{big['seconds']:.0f} s", ""],
-                        [
-                            "  of which to the first tile batch",
-                            f"{big['to_first_tile_s']:.0f} s",
-                            "",
-                        ],
-                        ["throughput", f"{big['mvox_per_s']:.2f} Mvox/s", ""],
-                        [
-                            "peak RSS, `VmHWM` (incl. mapped file pages)",
-                            f"{big['peak_rss_mb']:.0f} MB",
-                            "yes" if verdict["rss"] else "**no**",
-                        ],
-                        [
-                            "peak anonymous RSS (sampled every 50 ms)",
-                            f"{big['peak_anon_mb']:.0f} MB",
-                            "yes" if verdict["anon"] else "**no**",
-                        ],
-                        ["peak file-backed RSS (sampled)", f"{big['peak_file_mb']:.0f} MB", ""],
-                        ["RSS after imports + model", f"{big['baseline_rss_mb']:.0f} MB", ""],
-                        [
-                            "engine's Z-row accumulator (tile × Y × X × 4 B)",
-                            f"{row_buffer:.0f} MB",
-                            "estimated",
-                        ],
-                        [
-                            "flush temporaries (2 × 64 MB chunks + the Y × X weight plane)",
-                            f"{flush:.0f} MB",
-                            "estimated",
-                        ],
-                        [
-                            "output finite / mean, std (3 planes) vs input",
-                            f"{big['output_finite']} / "
-                            f"{big['output_mean_std'][0]:.2f}, {big['output_mean_std'][1]:.2f} vs "
-                            f"{big['input_mean_std'][0]:.2f}, {big['input_mean_std'][1]:.2f}",
-                            "",
-                        ],
-                    ],
-                )
-            )
-            lines += [
-                "",
-                "The peak RSS (`VmHWM`, like `ru_maxrss`) counts every resident page, "
-                "including pages of the memory-mapped input and output files. The engine "
-                "drops its mapped pages after each row of tiles (`MADV_DONTNEED`; the data "
-                "stays in the page cache), so the file-backed part stays near one row of "
-                "tiles instead of growing to the file sizes. The anonymous part (torch, the "
-                "Z-row accumulator, temporaries) is what the process must hold.",
-            ]
-    lines.append("")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

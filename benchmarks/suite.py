@@ -32,95 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, markdown_table, write_json
-
-BASE = {"shape": (128, 128, 128), "snr": 0.1}
-# 4 Å, crowded, Poisson, visible CTF ringing, non-stationary: what the field now records
-REALISTIC = {
-    "voxel_size": 4.0, "defocus_um": 4.0, "noise": "poisson", "detector": "narrow",
-    "crowding": 3.0, "ice_gradient": 0.3,
-}  # fmt: skip
-CASES: dict[str, dict[str, Any]] = {
-    "vox10-sparse": {"role": "tune", "sim": {}, "note": "10 Å, Gaussian noise, sparse (old base)"},
-    "vox4-crowded": {"role": "tune", "sim": REALISTIC, "note": "4 Å crowded, Poisson, narrow"},
-    "vox7-crowded": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "voxel_size": 7.0, "seed": 2},
-        "note": "7 Å crowded, Poisson, narrow detector",
-    },
-    "vox14-bin4": {
-        "role": "held-out",
-        "sim": {"voxel_size": 14.0, "defocus_um": 6.0, "noise": "poisson", "crowding": 1.0},
-        "note": "14 Å (bin 4), −6 µm, Poisson",
-    },
-    "snr0.03": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "snr": 0.03, "voxel_size": 7.0},
-        "note": "7 Å crowded, Poisson at SNR 0.03 per tilt",
-    },
-    "snr0.2-gauss": {
-        "role": "held-out",
-        "sim": {"snr": 0.2, "voxel_size": 10.0, "crowding": 2.0},
-        "note": "10 Å crowded, Gaussian noise at SNR 0.2",
-    },
-    "tilt45": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "tilt_range": 45.0, "seed": 3},
-        "note": "4 Å crowded Poisson, ±45°",
-    },
-    "tilt70-dosesym": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "tilt_range": 70.0, "tilt_scheme": "dose-symmetric", "seed": 4},
-        "note": "4 Å crowded Poisson, ±70° dose-symmetric with radiation damage",
-    },
-    "thick-gradient": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "voxel_size": 10.0, "slab_fraction": 0.8, "ice_gradient": 0.8},
-        "note": "10 Å, slab 80 % of Z, ice 80 % thicker on one side, Poisson",
-    },
-    "fill-frame": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "seed": 5},
-        "frame": 16,
-        "note": "4 Å crowded Poisson inside a 16-voxel zero frame (trimvol/rotatevol)",
-    },
-    "thickness-y": {
-        "role": "held-out",
-        "sim": {**REALISTIC, "seed": 6, "shape": (64, 128, 128)},
-        "transpose": True,
-        "note": "4 Å crowded Poisson, 64 thick, stored (Y=thickness) as IMOD does",
-    },
-}
-METHODS = ("noisy", "gaussian", "tv", "topaz", "n2n", "supervised", "fast", "balanced", "quality")
-REFERENCES = ("n2n", "supervised")  # need the halves or the truth: no user has both
-DEFAULT_METHODS = "noisy,gaussian,tv,topaz,fast"
-
-
-def simulate_case(name: str, seed: int) -> dict[str, np.ndarray]:
-    """Noisy, halves and target of a case, with its frame and axis order applied."""
-    from napari_nmsg.simulate import simulate_tomogram
-
-    spec = CASES[name]
-    params = {**BASE, **spec["sim"]}
-    shape = params.pop("shape")
-    sim = simulate_tomogram(shape, seed=params.pop("seed", seed), **params)
-    data = {k: getattr(sim, k) for k in ("noisy", "even", "odd", "target")}
-    if spec.get("frame"):
-        inner = tuple(slice(spec["frame"], n - spec["frame"]) for n in shape)
-        for key in ("noisy", "even", "odd"):
-            framed = np.zeros_like(data[key])
-            framed[inner] = data[key][inner]
-            data[key] = framed
-        data["scored"] = inner
-    if spec.get("transpose"):
-        data = {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)) for k, v in data.items()}
-    data["voxel_size"] = sim.voxel_size
-    return data
-
-
-def scored(data: dict[str, Any], volume: np.ndarray) -> np.ndarray:
-    """The part of a volume that is scored: the data inside any fill frame."""
-    return volume[data["scored"]] if "scored" in data else volume
+from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_json
+from _suite_cases import CASES, DEFAULT_METHODS, METHODS, REFERENCES, scored, simulate_case
+from _table import Column, render_table
 
 
 def oracle_tv(noisy: np.ndarray, target: np.ndarray, data) -> tuple[float, np.ndarray]:
@@ -273,24 +187,35 @@ def ranking_agreement(report: dict[str, Any]) -> tuple[int, int]:
     return agree, total
 
 
+def _fast_vs_gaussian(case: dict[str, Any]) -> str:
+    """The fast preset's estimated gain over the validated Gaussian beside its true gain."""
+    r = case["methods"]
+    fast = r.get("fast", {})
+    q = fast.get("quality") or {}
+    if not (q and "gaussian" in r):
+        return ""
+    gain = f"{q['gain_over_gaussian_db']:+.2f} / {fast['psnr'] - r['gaussian']['psnr']:+.2f}"
+    return gain + (" (fell back)" if q.get("fell_back") else "")
+
+
+def _columns(methods: list[str]) -> list[Column]:
+    def psnr(m: str) -> Column:
+        return Column(
+            f"{m} dB", lambda c: c["methods"][m]["psnr"] if m in c["methods"] else "", ".2f"
+        )
+
+    return [
+        Column("case", lambda c: c["name"]),
+        Column("role", lambda c: c["role"]),
+        *(psnr(m) for m in methods),
+        Column("fast s", lambda c: c["methods"].get("fast", {}).get("seconds", 0), ".0f"),
+        Column("fast vs Gaussian: est. / true", _fast_vs_gaussian),
+    ]
+
+
 def render(report: dict[str, Any]) -> str:
     methods = [m for m in METHODS if any(m in c["methods"] for c in report["cases"].values())]
-    header = [
-        "case", "role", *[f"{m} dB" for m in methods], "fast s", "fast vs Gaussian: est. / true",
-    ]  # fmt: skip
-    rows = []
-    for name, case in report["cases"].items():
-        r = case["methods"]
-        cells = [f"{r[m]['psnr']:.2f}" if m in r else "" for m in methods]
-        fast = r.get("fast", {})
-        q = fast.get("quality") or {}
-        gain = ""
-        if q and "gaussian" in r:
-            true_gain = fast["psnr"] - r["gaussian"]["psnr"]
-            gain = f"{q['gain_over_gaussian_db']:+.2f} / {true_gain:+.2f}"
-            if q.get("fell_back"):
-                gain += " (fell back)"
-        rows.append([name, case["role"], *cells, f"{fast.get('seconds', 0):.0f}", gain])
+    rows = [{"name": name, **case} for name, case in report["cases"].items()]
     agree, total = ranking_agreement(report)
     notes = "\n".join(f"- **{n}**: {c['note']}" for n, c in report["cases"].items())
     return (
@@ -300,7 +225,7 @@ def render(report: dict[str, Any]) -> str:
         + "PSNR (dB) against the noiseless reconstruction after an affine fit, inside any fill "
         "frame; Gaussian and TV use the oracle (ground-truth-chosen) setting. Times are wall "
         "seconds on this machine, methods run one after another.\n\n"
-        + markdown_table(header, rows)
+        + render_table(rows, _columns(methods))
         + f"\n\nThe self-supervised estimate (Stein's risk on held-out rows) orders the "
         f"Gaussian and the presets as the true PSNR does on {agree} of {total} pairs (its "
         f"Gaussian is the one it validated; the true row is the oracle's).\n\nCases:\n{notes}\n"
