@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_nmsg.engine.mapped_pages import release_mapped_pages
 from napari_nmsg.io import read_volume, write_mrc
+from napari_nmsg.mapped_pages import release_mapped_pages
 
 pytestmark = pytest.mark.skipif(
     not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/status"

@@ -1,16 +1,20 @@
-"""One model fitted on several volumes (engine.multi_fit), tiny volumes and steps."""
+"""One model fitted on several volumes (``iter_fit_denoiser_many``), tiny volumes and steps."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from napari_nmsg.engine import NMSGConfig, NMSGModel, Progress, iter_denoise, run_events
-from napari_nmsg.engine.multi_fit import (
+from napari_nmsg.engine import (
+    NMSGConfig,
+    NMSGModel,
+    Progress,
+    iter_denoise,
     iter_fit_denoiser_many,
-    mixed_pairs,
-    pool_noise_patches,
+    run_events,
 )
+from napari_nmsg.engine.noise_learning import pool_noise_patches
 from napari_nmsg.engine.noise_patches import NoisePatches
+from napari_nmsg.engine.train import mixed_pairs
 from napari_nmsg.simulate import simulate_tomogram
 
 
@@ -49,7 +53,9 @@ def test_fit_on_volumes_of_different_shapes():
     model = run_events(iter_fit_denoiser_many(volumes, config), events.append)
     assert isinstance(model, NMSGModel)
     stages = [e.stage for e in events if isinstance(e, Progress)]
-    assert stages[0] == "noise-patches" and stages[-1] == "train"
+    # validated like a one-volume fit: on the first volume's held-out rows
+    assert stages[0] == "noise-patches" and stages[-2:] == ["train", "validate"]
+    assert model.quality is not None and model.config.base_sigma is not None
     assert [e.step for e in events if e.stage == "noise-patches"] == [0, 1, 2]
     for volume in volumes:
         out = run_events(iter_denoise(volume, model, config=config))

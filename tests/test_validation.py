@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, load_model, run_events, save_model
+from napari_nmsg.engine.noise_learning import iter_learn_noise_from
 from napari_nmsg.engine.pipeline import (
     BASE_WIDENING,
-    _iter_learn_noise,
     iter_denoise,
     iter_fit_denoiser,
     prepare_volume,
@@ -34,7 +34,7 @@ def tomogram():
 def validation(tomogram):
     config = NMSGConfig(seed=0)
     source = prepare_volume(tomogram.noisy, config)
-    noise = run_events(_iter_learn_noise(source, config))
+    noise = run_events(iter_learn_noise_from([source], config))
     held = held_out_rows(source.shape[1], 4)
     valid = RecorruptedValidation(
         source, noise.noise_model, None, 1.0, held, 4, torch.device("cpu"), seed=0

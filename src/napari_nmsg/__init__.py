@@ -25,6 +25,7 @@ _LAZY = {
     "Progress": ".engine",
     "available_devices": ".engine",
     "denoise": "._api",
+    "denoise_file": "._api",
     "denoise_many": ".batch",
     "fit_denoiser": "._api",
     "iter_denoise": ".engine",

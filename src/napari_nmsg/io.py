@@ -20,6 +20,7 @@ import mrcfile
 import numpy as np
 
 from .errors import InputError, OutputError
+from .mapped_pages import release_mapped_pages
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -178,10 +179,6 @@ def _update_header_stats(mrc: mrcfile.mrcfile.MrcFile) -> None:
     mrcfile's ``update_header_stats`` makes full-size temporaries (``std``), which for a
     multi-GB memory-mapped output would cost that much RAM at the very end of a run.
     """
-    # imported here, not with this module: the engine package imports torch (seconds),
-    # which the napari reader, importing this module, does not need
-    from .engine.mapped_pages import release_mapped_pages
-
     data = mrc.data
     step = max(1, _STATS_VOXELS // max(1, data[0].size))
     lo, hi, total, squares, shift = np.inf, -np.inf, 0.0, 0.0, None

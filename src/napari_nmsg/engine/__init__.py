@@ -5,7 +5,14 @@ from .config import PRESETS, NMSGConfig
 from .device import available_devices, resolve_device
 from .events import Preview, Progress, run_events
 from .model import NMSGModel, NoiseLearning
-from .pipeline import iter_denoise, iter_fit_denoiser, iter_learn_noise
+from .pipeline import (
+    RunResult,
+    iter_denoise,
+    iter_fit_denoiser,
+    iter_fit_denoiser_many,
+    iter_learn_noise,
+    iter_run,
+)
 
 __all__ = [
     "PRESETS",
@@ -14,10 +21,13 @@ __all__ = [
     "NoiseLearning",
     "Preview",
     "Progress",
+    "RunResult",
     "available_devices",
     "iter_denoise",
     "iter_fit_denoiser",
+    "iter_fit_denoiser_many",
     "iter_learn_noise",
+    "iter_run",
     "load_model",
     "resolve_device",
     "run_events",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .mapped_pages import release_mapped_pages
+from ..mapped_pages import release_mapped_pages
 from .volume import _slabs
 
 Region = tuple[slice, ...]

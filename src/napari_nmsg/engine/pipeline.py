@@ -1,36 +1,33 @@
-"""The three long steps as event generators: learn the noise, fit the denoiser, denoise.
+"""The long steps as event generators: learn the noise, fit the denoiser, denoise, and
+``iter_run``, which chains them for every front end.
 
 Front ends (CLI, napari widget, Dask tasks) drive these; they yield ``Progress`` and
 ``Preview`` events and return their result (``run_events`` turns them into plain calls).
+One volume is the N = 1 case of fitting one model on several (``iter_fit_denoiser_many``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from .config import INFERENCE_FIELDS, RUN_FIELDS, NMSGConfig
-from .device import conv_memory_format, inference_dtype, resolve_device
-from .events import Event, EventStream, Preview, Progress
+from ..mapped_pages import release_mapped_pages
+from .config import INFERENCE_FIELDS, RUN_FIELDS, NMSGConfig, inference_settings
+from .device import resolve_device
+from .events import EventStream, Progress
 from .fill import detect_fill
-from .mapped_pages import release_mapped_pages
 from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
-from .noise_model import (
-    SpectralNoise,
-    iter_fit_gan,
-    noise_fidelity,
-    sample_patches,
-    spectral_kernel,
-)
-from .noise_patches import extract_noise_patches
-from .pairs import average_over_pairs, noisier2noise_estimate
-from .tiling import Predictor, Window, iter_predict_tiled
-from .train import iter_train, noise_model_pairs
+from .noise_learning import iter_learn_noise_from
+from .predictor import estimator, make_predictor, validated_estimator
+from .previews import PreviewPosition, iter_previews
+from .tiling import iter_predict_tiled
+from .train import iter_train, mixed_pairs, noise_model_pairs
 from .unet import UNet3D
 from .validation import QualityEstimate, RecorruptedValidation, held_out_rows
 from .volume import (
@@ -41,7 +38,6 @@ from .volume import (
     validate_volume,
 )
 
-PreviewPosition = Callable[[], int | None]
 # The network's Gaussian base, relative to the Gaussian best for its training input: the
 # network restores detail more easily than it removes noise (4 Å crowded case: base σ 2.0
 # 29.14 dB, 2.5 29.98; oracle Gaussian 28.78)
@@ -64,162 +60,7 @@ def prepare_volume(
 
 def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
     """Extract background noise patches and fit the configured noise model to them."""
-    return (yield from _iter_learn_noise(prepare_volume(volume, config), config))
-
-
-def _iter_learn_noise(source: NormalisedVolume, config: NMSGConfig) -> EventStream[NoiseLearning]:
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    yield Progress("noise-patches", 0, 1)
-    patches = extract_noise_patches(source, config.patch_size, config.max_patches)
-    yield Progress("noise-patches", 1, 1, {"patches": float(len(patches.patches))})
-    train, held_out = patches.split(0.25, rng)
-    size = patches.patch_size
-    spectral = SpectralNoise(torch.from_numpy(spectral_kernel(train))).to(device)
-    fidelity = {
-        "spectral": noise_fidelity(
-            sample_patches(spectral, len(held_out) * 4, size, generator), held_out
-        )
-    }
-    model: SpectralNoise = spectral
-    if config.noise_model == "gan":
-        model, fidelity["gan"] = yield from iter_fit_gan(train, held_out, config, device, generator)
-    model.eval()
-    return NoiseLearning(
-        noise_model=model,
-        normalisation=source.normalisation,
-        patches=patches,
-        fidelity=fidelity,
-        real_examples=held_out,
-        generated_examples=sample_patches(model, len(held_out), size, generator),
-    )
-
-
-def _estimator(
-    network: Callable[[torch.Tensor], torch.Tensor], config: NMSGConfig
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The estimate of the clean volume from one input: the network's output, with the
-    Noisier2Noise correction for that pairing."""
-
-    def estimate(x: torch.Tensor) -> torch.Tensor:
-        out = network(x)
-        return noisier2noise_estimate(out, x) if config.pairing == "noisier2noise" else out
-
-    return estimate
-
-
-def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
-    """The inference function: ``f(y)``, or the mean over ``inference_pairs`` pairs of
-    recorrupted copies ``y ± s·z`` (``average_over_pairs``), with the Noisier2Noise
-    correction for that pairing."""
-    net = model.denoiser.to(device, memory_format=conv_memory_format(device)).eval()
-    noise = model.noise_model.to(device).eval()
-    generator = torch.Generator(device=device).manual_seed(model.config.seed)
-    config = model.config
-    amp_dtype = inference_dtype(device, config.amp)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return net(x).float()
-
-    run = _estimator(forward, config)
-
-    @torch.inference_mode()
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        if not config.inference_pairs:
-            return run(batch)
-        draws = _pair_draws(noise, config, batch.shape[0], tuple(batch.shape[-3:]), generator)
-        return average_over_pairs(run, batch, draws)
-
-    return predict
-
-
-def _pair_draws(
-    noise: SpectralNoise,
-    config: NMSGConfig,
-    batch: int,
-    shape: tuple[int, ...],
-    generator: torch.Generator,
-) -> list[torch.Tensor]:
-    """The noise of ``config.inference_pairs`` pairs, as strong as the training pairs add it."""
-    scale = config.alpha if config.pairing == "r2r" else 1.0
-    return [scale * noise.sample(batch, shape, generator) for _ in range(config.inference_pairs)]
-
-
-def _validated_estimator(
-    net: UNet3D,
-    noise: SpectralNoise,
-    config: NMSGConfig,
-    shape: tuple[int, ...],
-    device: torch.device,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What inference returns for one ``shape`` window, as a deterministic function (fixed
-    pair draws), so that its risk can be estimated by finite differences."""
-    run = _estimator(net.to(device).eval(), config)
-    if not config.inference_pairs:
-        return run
-    generator = torch.Generator(device=device).manual_seed(config.seed + 104729)
-    with torch.no_grad():
-        draws = _pair_draws(noise.to(device), config, 1, shape, generator)
-    return lambda x: average_over_pairs(run, x, draws)
-
-
-def _slab_region(
-    position: int, source: NormalisedVolume, config: NMSGConfig, multiple: int
-) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]:
-    """(original-axes region shown, canonical window read with context, crop inside it)."""
-    shape_original = source.raw.shape
-    half = config.preview_depth // 2
-    centre = int(np.clip(position, 0, shape_original[0] - 1))
-    lo, hi = max(0, centre - half), min(shape_original[0], centre + half)
-    shown = (slice(lo, hi), slice(0, shape_original[1]), slice(0, shape_original[2]))
-    axis = source.normalisation.wedge_axis
-    order = [axis] + [a for a in range(3) if a != axis]
-    canonical = tuple(shown[a] for a in order)
-    context = 2 * multiple
-    window = tuple(
-        slice(max(0, r.start - context), min(n, r.stop + context))
-        for r, n in zip(canonical, source.shape, strict=True)
-    )
-    inner = tuple(
-        slice(r.start - w.start, r.stop - w.start) for r, w in zip(canonical, window, strict=True)
-    )
-    return shown, window, inner
-
-
-def _iter_previews(
-    net: UNet3D,
-    model_parts: tuple[SpectralNoise, NMSGConfig],
-    source: NormalisedVolume,
-    device: torch.device,
-    where: PreviewPosition,
-) -> Iterator[Event]:
-    position = where()
-    if position is None:
-        return
-    noise, config = model_parts
-    shown, window, inner = _slab_region(position, source, config, net.multiple)
-    preview_model = NMSGModel(config, noise, net, source.normalisation)
-    block = np.zeros(tuple(w.stop - w.start for w in window), dtype=np.float32)
-
-    def write(z: slice, values: np.ndarray) -> None:
-        block[z] = values
-
-    for _ in iter_predict_tiled(
-        make_predictor(preview_model, device),
-        Window(source, window),
-        write,
-        tile=config.tile,
-        overlap=config.overlap,
-        batch=config.tile_batch,
-        multiple=net.multiple,
-        device=device,
-    ):
-        pass
-    canonical = source.to_raw_scale(block[inner])
-    yield Preview(shown, np.moveaxis(canonical, 0, source.normalisation.wedge_axis))
+    return (yield from iter_learn_noise_from([prepare_volume(volume, config)], config))
 
 
 def iter_fit_denoiser(
@@ -233,38 +74,95 @@ def iter_fit_denoiser(
     ``preview_position`` returns the index along axis 0 the user is looking at (or None);
     every ``config.preview_every`` steps the slab around it is predicted and yielded.
     """
-    source = prepare_volume(volume, config)  # validated once, not again for the noise
+    return (yield from _iter_fit([prepare_volume(volume, config)], config, noise, preview_position))
+
+
+def iter_fit_denoiser_many(
+    volumes: Sequence[np.ndarray], config: NMSGConfig
+) -> EventStream[NMSGModel]:
+    """Learn one noise model and one denoiser from all ``volumes`` (each ``(Z, Y, X)``).
+
+    Every volume is normalised on its own, their noise patches are pooled, each gets its
+    own local noise-amplitude map and training crops come from a randomly chosen volume
+    per step. Volumes may differ in shape; memory-mapped arrays stay on disk. The first
+    volume's held-out rows validate the model, and its ``normalisation`` is recorded
+    (informative only: ``iter_denoise`` normalises every tomogram by its own statistics).
+    """
+    if not volumes:
+        raise InputError("fitting on several tomograms needs at least one volume")
+    return (yield from _iter_fit([prepare_volume(v, config) for v in volumes], config))
+
+
+def _iter_fit(
+    sources: Sequence[NormalisedVolume],
+    config: NMSGConfig,
+    noise: NoiseLearning | None = None,
+    preview_position: PreviewPosition | None = None,
+) -> EventStream[NMSGModel]:
     if noise is None:
-        noise = yield from _iter_learn_noise(source, config)
+        noise = yield from iter_learn_noise_from(sources, config)
     device = resolve_device(config.device)
+    first = sources[0]
     on_checkpoint = None
     if preview_position is not None:
 
-        def on_checkpoint(net: UNet3D) -> Iterator[Event]:
-            return _iter_previews(
-                net, (noise.noise_model, config), source, device, preview_position
-            )
+        def on_checkpoint(net: UNet3D):
+            return iter_previews(net, (noise.noise_model, config), first, device, preview_position)
 
-    amplitude = None
-    if config.local_amplitude:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        amplitude = local_noise_amplitude(source, noise.noise_model.to(device), generator)
-    box_rows = source.data_box[1]
-    held_out = held_out_rows(box_rows.stop - box_rows.start, config.multiple)
+    amplitudes = [_amplitude(source, noise, config, device) for source in sources]
+    held_out = [held_out_rows(_rows(s), config.multiple) for s in sources]
     validation = RecorruptedValidation(
-        source, noise.noise_model, amplitude, config.alpha, held_out, config.multiple,
+        first, noise.noise_model, amplitudes[0], config.alpha, held_out[0], config.multiple,
         device, config.seed,
     )  # fmt: skip
     if config.base_sigma is None:  # start from a filter a little wider than the best one
         config = config.replace(base_sigma=BASE_WIDENING * validation.best_gaussian()[0])
-    pairs = noise_model_pairs(
-        source, noise.noise_model, config, device, config.multiple, amplitude, held_out
+    pairs = mixed_pairs(
+        [
+            noise_model_pairs(s, noise.noise_model, config, device, config.multiple, a, h)
+            for s, a, h in zip(sources, amplitudes, held_out, strict=True)
+        ]
     )
     net = yield from iter_train(
-        pairs, config, device, on_checkpoint, lambda n: validation.loss(_estimator(n, config))
+        pairs, config, device, on_checkpoint, lambda n: validation.loss(estimator(n, config))
     )
-    # judged as inference will apply it: to y itself, with the model's pairs
-    estimate = _validated_estimator(net, noise.noise_model, config, validation.shape, device)
+    config, net, quality = _judge(net, noise, config, validation, device)
+    yield Progress("validate", 1, 1, {k: float(v) for k, v in quality.to_dict().items()})
+    return NMSGModel(
+        config=config,
+        noise_model=noise.noise_model.cpu(),
+        denoiser=net.cpu(),
+        normalisation=first.normalisation,
+        fidelity=noise.fidelity,
+        quality=quality,
+    )
+
+
+def _rows(source: NormalisedVolume) -> int:
+    """Rows of the tilt axis that hold data (inside any fill frame)."""
+    rows = source.data_box[1]
+    return rows.stop - rows.start
+
+
+def _amplitude(
+    source: NormalisedVolume, noise: NoiseLearning, config: NMSGConfig, device: torch.device
+) -> np.ndarray | None:
+    if not config.local_amplitude:
+        return None
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    return local_noise_amplitude(source, noise.noise_model.to(device), generator)
+
+
+def _judge(
+    net: UNet3D,
+    noise: NoiseLearning,
+    config: NMSGConfig,
+    validation: RecorruptedValidation,
+    device: torch.device,
+) -> tuple[NMSGConfig, UNet3D, QualityEstimate]:
+    """The trained network against the Gaussian best for the input, judged as inference
+    applies it (to y itself, with the model's pairs); the Gaussian replaces a worse one."""
+    estimate = validated_estimator(net, noise.noise_model, config, validation.shape, device)
     net_risk = validation.risk(estimate)
     gaussian_sigma, gaussian_risk = validation.best_gaussian_for_input()
     fell_back = config.gaussian_fallback and net_risk > gaussian_risk
@@ -272,7 +170,7 @@ def iter_fit_denoiser(
         # r2r applies it without a correction (averaged ±z pairs of a linear filter cancel)
         config = config.replace(base_sigma=gaussian_sigma, pairing="r2r")
         net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, config.base_sigma)
-        estimate = _estimator(net.to(device), config)
+        estimate = estimator(net.to(device), config)
     result_risk = gaussian_risk if fell_back else net_risk
     quality = QualityEstimate(
         gain_over_gaussian_db=validation.gain_db(result_risk, gaussian_risk),
@@ -283,15 +181,7 @@ def iter_fit_denoiser(
         fell_back=fell_back,
         held_out=validation.held_out,
     )
-    yield Progress("validate", 1, 1, {k: float(v) for k, v in quality.to_dict().items()})
-    return NMSGModel(
-        config=config,
-        noise_model=noise.noise_model.cpu(),
-        denoiser=net.cpu(),
-        normalisation=source.normalisation,
-        fidelity=noise.fidelity,
-        quality=quality,
-    )
+    return config, net, quality
 
 
 def iter_denoise(
@@ -313,8 +203,15 @@ def iter_denoise(
     inference = model.config.replace(
         **{name: getattr(config, name) for name in INFERENCE_FIELDS + RUN_FIELDS}
     )
-    model = dataclasses.replace(model, config=inference)  # the predictor reads it
     source = prepare_volume(volume, inference, normalisation)
+    return (yield from _iter_denoise(source, model, inference, out))
+
+
+def _iter_denoise(
+    source: NormalisedVolume, model: NMSGModel, inference: NMSGConfig, out: np.ndarray | None
+) -> EventStream[np.ndarray]:
+    volume = source.raw
+    model = dataclasses.replace(model, config=inference)  # the predictor reads it
     if out is None:
         out = np.empty(volume.shape, dtype=np.float32)
     if out.shape != volume.shape:
@@ -354,3 +251,51 @@ def iter_denoise(
             else:
                 raise
             yield Progress("denoise", 0, 1, {"retry_tile": float(tile), "retry_batch": batch})
+
+
+OutputFor = Callable[[NMSGModel], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What one run made: the noise it learnt or was given (None when only a model was
+    given), the model it fitted or was given, and the denoised volume."""
+
+    noise: NoiseLearning | None
+    model: NMSGModel
+    output: np.ndarray
+
+
+def iter_run(
+    volume: np.ndarray,
+    config: NMSGConfig,
+    noise: NoiseLearning | None = None,
+    model: NMSGModel | None = None,
+    out: np.ndarray | OutputFor | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    preview_position: PreviewPosition | None = None,
+) -> EventStream[RunResult]:
+    """Learn the noise, fit the denoiser and denoise ``volume`` into ``out``, skipping the
+    steps whose result is given.
+
+    Without a ``model``, ``config`` fits one (from ``noise`` when given). Inference then
+    uses the model's own settings, changed only by the user's explicit ``overrides``
+    (``inference_settings``), on ``config``'s machine (device, tile batch). ``out`` may be
+    a function of the model, called once it is fitted: an output file can then be created
+    only when there is something to write, and record how the model was made.
+    """
+    source = None
+    if model is None:
+        source = prepare_volume(volume, config)
+        if noise is None:
+            noise = yield from iter_learn_noise_from([source], config)
+        model = yield from _iter_fit([source], config, noise, preview_position)
+    machine = {name: getattr(config, name) for name in RUN_FIELDS}
+    inference = inference_settings(model.config, {**(overrides or {}), **machine})
+    if source is None or inference.wedge_axis != config.wedge_axis:
+        source = prepare_volume(volume, inference)
+    if callable(out):
+        out = out(model)
+    output = yield from _iter_denoise(source, model, inference, out)
+    return RunResult(noise, model, output)

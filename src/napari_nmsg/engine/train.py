@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -135,6 +135,17 @@ def noise_model_pairs(
                 noise = noise * torch.from_numpy(crops[-1]).to(device)
         inputs, targets = make_pair(noisy, noise, config.pairing, config.alpha)
         return tuple(augment_inplane([inputs, targets, noisy], rng))
+
+    return sample
+
+
+def mixed_pairs(samplers: Sequence[PairSampler]) -> PairSampler:
+    """Pairs of several volumes: one volume's sampler, chosen at random, for every batch."""
+    if len(samplers) == 1:
+        return samplers[0]
+
+    def sample(rng: np.random.Generator, generator: torch.Generator):
+        return samplers[int(rng.integers(len(samplers)))](rng, generator)
 
     return sample
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError
-from .mapped_pages import release_mapped_pages
+from ..mapped_pages import release_mapped_pages
 
 if TYPE_CHECKING:
     from .fill import Fill

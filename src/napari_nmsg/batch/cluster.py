@@ -1,0 +1,235 @@
+"""The driver's side of the Dask cluster: its size, the client (started on first use), and
+submitting the tasks and collecting their results."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from ..errors import InputError
+from .inputs import fit_on_selection
+from .resume import (
+    config_key,
+    file_digest,
+    file_fingerprint,
+    read_sidecar,
+    settings_digest,
+    sidecar_path,
+    sidecar_payload,
+    write_json_atomic,
+)
+from .summary import BatchSummary, ItemResult, ProgressBar
+from .tasks import EVENT_TOPIC, Job, run_fit_job, run_job, usable_cores
+
+if TYPE_CHECKING:
+    from ..engine import NMSGConfig
+
+
+def local_cluster_size(
+    n_tasks: int, device: str = "auto", n_workers: int | None = None
+) -> tuple[int, int]:
+    """(workers, torch threads per worker) for this machine.
+
+    One worker per GPU if torch uses CUDA; else ``min(n_tasks, cores // 2)`` CPU workers. Each
+    worker runs one tomogram at a time and gives torch ``cores // workers`` threads.
+    """
+    import torch
+
+    cores = usable_cores()
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    default = min(n_tasks, gpus) if gpus else min(n_tasks, max(1, cores // 2))
+    workers = max(1, n_workers or default)
+    return workers, max(1, cores // workers)
+
+
+@contextlib.contextmanager
+def _client(
+    scheduler: str | os.PathLike | None,
+    n_tasks: int,
+    device: str,
+    n_workers: int | None,
+    memory_limit: str | float | None,
+) -> Iterator[tuple[Any, int | None, int | None]]:
+    """(Dask client, workers started here or None, torch threads per task or None)."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        target = os.fspath(scheduler)
+        try:
+            if os.path.isfile(target):
+                client = Client(scheduler_file=target, timeout="30s")
+            else:
+                client = Client(target, timeout="30s")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot connect to the Dask scheduler {target}: {exc}") from exc
+        with client:
+            yield client, None, None
+        return
+    workers, threads = local_cluster_size(n_tasks, device, n_workers)
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,  # one tomogram per worker; torch gets `threads` threads
+        processes=True,
+        memory_limit="auto" if memory_limit is None else memory_limit,
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as client:
+        yield client, workers, threads
+
+
+def _dashboard(client: Any, local: bool) -> str | None:
+    import importlib.util
+
+    if local and importlib.util.find_spec("bokeh") is None:
+        return None
+    with contextlib.suppress(Exception):
+        return client.dashboard_link
+    return None
+
+
+class LazyClient:
+    """Start (or connect to) the cluster on first use only: a run with nothing to do
+    starts nothing. Calling it returns (client, local workers or None, torch threads)."""
+
+    def __init__(
+        self,
+        stack: contextlib.ExitStack,
+        summary: BatchSummary,
+        scheduler: str | os.PathLike | None,
+        n_workers: int | None,
+        torch_threads: int | None,
+        memory_limit: str | float | None,
+        device: str,
+        say: Callable[[str], None],
+    ) -> None:
+        self.stack, self.summary, self.say = stack, summary, say
+        self.scheduler, self.n_workers, self.memory_limit = scheduler, n_workers, memory_limit
+        self.torch_threads, self.device = torch_threads, device
+        self.info: tuple[Any, int | None, int | None] | None = None
+
+    def __call__(self) -> tuple[Any, int | None, int | None]:
+        if self.info is None:
+            todo = sum(i.status == "pending" for i in self.summary.items)
+            client, workers, threads = self.stack.enter_context(
+                _client(self.scheduler, max(1, todo), self.device, self.n_workers,
+                        self.memory_limit)
+            )  # fmt: skip
+            self.info = (client, workers, self.torch_threads or threads)
+            summary = self.summary
+            summary.n_workers = workers or len(client.scheduler_info()["workers"])
+            summary.scheduler = client.scheduler.address
+            summary.dashboard = _dashboard(client, local=self.scheduler is None)
+            self.say(f"Dask scheduler {summary.scheduler} with {summary.n_workers} worker(s)")
+            self.say(f"Dask dashboard: {summary.dashboard or 'not available (install bokeh)'}")
+        return self.info
+
+
+def shared_model(
+    paths: Sequence[Path],
+    fit_on: int,
+    model_path: str,
+    config: NMSGConfig,
+    client: LazyClient,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Reuse the shared model in the output folder if it fits these settings, else fit it."""
+    chosen = fit_on_selection(paths, fit_on)
+    fit_inputs = []
+    for path in chosen:
+        try:
+            fit_inputs.append({"path": str(path), **file_fingerprint(path)})
+        except OSError:
+            fit_inputs.append({"path": str(path), "missing": True})
+    settings = {
+        "config": config_key(config),
+        "fit_inputs": fit_inputs,
+        "package_version": __version__,
+    }
+    digest = settings_digest(settings)
+    sidecar = read_sidecar(sidecar_path(Path(model_path)))
+    if (
+        sidecar
+        and sidecar.get("settings_digest") == digest
+        and os.path.isfile(model_path)
+        and file_digest(model_path) == sidecar.get("model_blake2b")
+    ):
+        say(f"reusing the shared model {model_path}")
+        return sidecar["result"] | {"reused": True, "model_blake2b": sidecar["model_blake2b"]}
+    dask_client, _, threads = client()
+    say(f"fitting one model on {len(chosen)} tomogram(s) ...")
+    future = dask_client.submit(
+        run_fit_job,
+        [str(p) for p in chosen],
+        model_path,
+        config.to_dict(),
+        threads,
+        key=f"nmsg-fit-on-{uuid.uuid4().hex[:8]}",
+        pure=False,
+    )
+    try:
+        result = future.result()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "inputs": [str(p) for p in chosen]}
+    payload = sidecar_payload(
+        settings=settings,
+        settings_digest=digest,
+        model_blake2b=result["model_blake2b"],
+        result=result,
+    )
+    write_json_atomic(sidecar_path(Path(model_path)), payload)
+    return result | {"path": model_path, "reused": False}
+
+
+def run_tasks(
+    items: list[ItemResult],
+    todo: list[int],
+    client: LazyClient,
+    config: NMSGConfig,
+    settings: dict[str, Any],
+    digest: str,
+    model_path: str | None,
+    overrides: dict[str, Any],
+    quiet: bool,
+) -> None:
+    """Run one task per ``todo`` item on the cluster and fill in the items as they finish."""
+    from distributed import as_completed
+
+    dask_client, _, threads = client()
+    progress = ProgressBar(len(items), len(items) - len(todo), quiet)
+    dask_client.subscribe_topic(EVENT_TOPIC, progress.on_event)
+    run = uuid.uuid4().hex[:8]
+    futures = {}
+    try:
+        for i in todo:
+            job = Job(
+                i, items[i].input, items[i].output, config.to_dict(), settings, digest,
+                model_path, threads, overrides,
+            )  # fmt: skip
+            future = dask_client.submit(run_job, job, key=f"nmsg-{run}-{i}", pure=False)
+            futures[future] = i
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # the worker died (KilledWorker) or similar
+                record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            items[i].update(record)
+            progress.finished_one(i, items[i].status)
+            if items[i].status == "failed":
+                progress.write(f"failed: {items[i].input}: {items[i].error}")
+    except BaseException:
+        for future, i in futures.items():
+            if items[i].status == "pending":
+                future.cancel()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            dask_client.unsubscribe_topic(EVENT_TOPIC)
+        progress.close()

@@ -1,0 +1,133 @@
+"""What lets a re-run skip finished work: fingerprints, digests and the output sidecars.
+
+A sidecar ``<output>.nmsg.json`` records the input's size, mtime and BLAKE2b content hash
+and the digest of the settings; an input is skipped when its sidecar still matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from ..errors import OutputError
+from ..io import atomic_path
+
+if TYPE_CHECKING:
+    from ..engine import NMSGConfig
+    from .summary import ItemResult
+
+SIDECAR_SUFFIX = ".nmsg.json"
+SIDECAR_FORMAT = "napari-nmsg-batch-output"
+_HASH_CHUNK = 1 << 20
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + SIDECAR_SUFFIX)
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, int]:
+    """Size and modification time (ns): the cheap check, no byte of the file is read."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """BLAKE2b of the whole file, streamed in 1 MiB chunks (bounded memory)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def config_key(config: NMSGConfig) -> dict[str, Any]:
+    """The config without the fields that cannot change an output's voxels (the machine's,
+    the widget's previews): changing those does not redo work."""
+    # imported here: the engine imports torch, which importing the batch package does not need
+    from ..engine.config import SETTINGS
+
+    ignored = {d.name for d in SETTINGS if d.setting.group in ("machine", "preview")}
+    return {k: v for k, v in config.to_dict().items() if k not in ignored}
+
+
+def sidecar_payload(**fields: Any) -> dict[str, Any]:
+    """A sidecar: the header every sidecar shares, then ``fields`` in the order given."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": 1,
+        "package_version": __version__,
+        **fields,
+    }
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar's content, or None if it is missing, unreadable or not ours."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != SIDECAR_FORMAT:
+        return None
+    return payload
+
+
+def sidecar_matches(
+    sidecar: dict[str, Any] | None,
+    output: Path,
+    digest: str,
+    *,
+    fingerprint: dict[str, int] | None = None,
+    content: str | None = None,
+) -> bool:
+    """Is ``output`` finished for these settings and this input?
+
+    Give the input's ``fingerprint`` (size + mtime, the quick check) or its ``content``
+    hash (after the quick check failed). The output must exist with the recorded size.
+    """
+    if not sidecar or sidecar.get("settings_digest") != digest:
+        return False
+    try:
+        if output.stat().st_size != sidecar["output"]["size"]:
+            return False
+    except (OSError, KeyError, TypeError):
+        return False
+    recorded = sidecar.get("input", {})
+    if fingerprint is not None:
+        return all(recorded.get(k) == v for k, v in fingerprint.items())
+    return content is not None and recorded.get("blake2b") == content
+
+
+def unfinished(items: list[ItemResult], digest: str) -> list[int]:
+    """Mark inputs whose output and sidecar pass the quick check as skipped; return the rest."""
+    for item in items:
+        if item.status != "pending":
+            continue
+        out = Path(item.output)
+        try:
+            fingerprint = file_fingerprint(item.input)
+        except OSError as exc:
+            item.status, item.error = "failed", f"cannot read {item.input}: {exc.strerror}"
+            continue
+        if sidecar_matches(read_sidecar(sidecar_path(out)), out, digest, fingerprint=fingerprint):
+            item.status = "skipped"
+    return [i for i, item in enumerate(items) if item.status == "pending"]

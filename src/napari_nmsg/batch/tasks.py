@@ -1,0 +1,201 @@
+"""The Dask tasks, run on the workers: one tomogram (``run_job``) or the fit-on model
+(``run_fit_job``), each reporting where it ran and the memory it used.
+
+The engine (and torch) is imported inside the functions: the workers need it, importing
+the batch package on the driver does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from ..io import read_volume
+from .resume import (
+    file_digest,
+    file_fingerprint,
+    read_sidecar,
+    sidecar_matches,
+    sidecar_path,
+    sidecar_payload,
+    write_json_atomic,
+)
+
+if TYPE_CHECKING:
+    from ..engine import NMSGConfig
+
+EVENT_TOPIC = "napari-nmsg-batch"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs for one tomogram (small and picklable)."""
+
+    index: int
+    input: str
+    output: str
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    digest: str
+    model: str | None = None
+    torch_threads: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _worker():
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _setup_task(config: NMSGConfig, torch_threads: int | None) -> tuple[NMSGConfig, dict]:
+    """Torch threads and GPU for this worker; returns the config to use and facts to report."""
+    import torch
+
+    from ..engine import resolve_device
+
+    worker = _worker()
+    slots = worker.state.nthreads if worker is not None else 1
+    threads = torch_threads or max(1, usable_cores() // max(1, slots))
+    # Dask workers start with OMP_NUM_THREADS=1, so torch must be told explicitly.
+    torch.set_num_threads(threads)
+    device = config.device
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        name = getattr(worker, "name", None)
+        if count > 1 and isinstance(name, int):  # LocalCluster: one worker per GPU
+            device = f"cuda:{name % count}"
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    facts = {"worker": getattr(worker, "address", "local"), "torch_threads": threads}
+    return config.replace(device=device), facts | {"device": str(resolve_device(device))}
+
+
+def _memory_facts() -> dict[str, float]:
+    """Peak RSS of this worker process so far, its anonymous / file-backed RSS now, and the
+    peak GPU memory of this task (MB)."""
+    import torch
+
+    facts: dict[str, float] = {}
+    with contextlib.suppress(ImportError):  # resource is Unix-only: no peak RSS on Windows
+        import resource
+
+        facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        facts["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                facts[key.lower().replace("rss", "rss_") + "_mb"] = int(value.split()[0]) / 1024
+    return facts
+
+
+def _announce(index: int, event: str) -> None:
+    """Tell the driver's progress bar that a task started or ended (best effort)."""
+    worker = _worker()
+    if worker is not None:
+        with contextlib.suppress(Exception):
+            worker.log_event(EVENT_TOPIC, {"event": event, "index": index})
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Denoise one tomogram (a Dask task). Never raises: errors are returned as results."""
+    from .._api import denoise_file
+    from ..engine import NMSGConfig, load_model
+
+    started = time.perf_counter()
+    _announce(job.index, "start")
+    record: dict[str, Any] = {"index": job.index, "status": "failed", "error": None}
+    seconds: dict[str, float] = {}
+    output, sidecar = Path(job.output), sidecar_path(Path(job.output))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            config, facts = _setup_task(NMSGConfig.from_dict(job.config), job.torch_threads)
+            record.update(facts)
+            fingerprint = file_fingerprint(job.input)
+            content = file_digest(job.input)
+            seconds["hash"] = time.perf_counter() - started
+            old = read_sidecar(sidecar)
+            if sidecar_matches(old, output, job.digest, content=content):
+                # Same bytes, new mtime (touched or copied): refresh the quick-check fields.
+                old["input"].update(fingerprint)
+                write_json_atomic(sidecar, old)
+                record["status"] = "skipped"
+            else:
+                model = load_model(job.model) if job.model else None
+                spent, quality = denoise_file(
+                    job.input, output, config, model, overrides=job.overrides
+                )
+                seconds.update(spent)
+                payload = sidecar_payload(
+                    input={"path": job.input, **fingerprint, "blake2b": content},
+                    output={"path": output.name, "size": output.stat().st_size},
+                    settings=job.settings,
+                    settings_digest=job.digest,
+                    finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    seconds=seconds,
+                    quality_estimate=quality.to_dict() if quality else None,
+                )
+                write_json_atomic(sidecar, payload)
+                record["status"] = "done"
+        except Exception as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            record["traceback"] = traceback.format_exc(limit=8)
+    record["warnings"] = sorted({str(w.message) for w in caught})
+    record["seconds"] = seconds | {"total": time.perf_counter() - started}
+    _announce(job.index, "end")
+    return record | _memory_facts()
+
+
+def run_fit_job(
+    inputs: list[str], model_path: str, config: dict[str, Any], torch_threads: int | None
+) -> dict[str, Any]:
+    """Fit one model on several tomograms and save it (a Dask task; raises on failure)."""
+    from ..engine import NMSGConfig, iter_fit_denoiser_many, run_events, save_model
+    from ..engine.volume import validate_volume
+
+    started = time.perf_counter()
+    cfg, facts = _setup_task(NMSGConfig.from_dict(config), torch_threads)
+    volumes, used, unusable = [], [], {}
+    for path in inputs:
+        try:
+            data = read_volume(path).data
+            validate_volume(data)
+        except InputError as exc:
+            unusable[path] = str(exc)
+            continue
+        volumes.append(data)
+        used.append({"path": path, **file_fingerprint(path)})
+    if not volumes:
+        raise InputError(f"none of the {len(inputs)} tomograms chosen for fitting is usable")
+    model = run_events(iter_fit_denoiser_many(volumes, cfg))
+    save_model(model, model_path)
+    return {
+        **facts,
+        "used": used,
+        "unusable": unusable,
+        "model_blake2b": file_digest(model_path),
+        "seconds": {"fit": time.perf_counter() - started},
+        **_memory_facts(),
+    }

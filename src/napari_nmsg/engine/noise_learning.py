@@ -1,0 +1,80 @@
+"""Learn the noise model from the background patches of one volume, or of several that
+share one model (``nmsg batch --fit-on N``): patches of every volume are pooled first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .config import NMSGConfig
+from .device import resolve_device
+from .events import EventStream, Progress
+from .model import NoiseLearning
+from .noise_model import (
+    SpectralNoise,
+    iter_fit_gan,
+    noise_fidelity,
+    sample_patches,
+    spectral_kernel,
+)
+from .noise_patches import NoisePatches, extract_noise_patches
+from .volume import NormalisedVolume
+
+
+def pool_noise_patches(found: Sequence[NoisePatches]) -> NoisePatches:
+    """One set of patches from several volumes, cut to the smallest patch size found."""
+    if len(found) == 1:
+        return found[0]
+    size = min(p.patch_size for p in found)
+    parts = []
+    for p in found:
+        lo = (p.patch_size - size) // 2
+        part = p.patches[:, lo : lo + size, lo : lo + size, lo : lo + size]
+        parts.append(part - part.mean(axis=(1, 2, 3), keepdims=True))
+    corners = np.concatenate([p.corners for p in found])
+    notes = "; ".join(f"volume {i}: {p.note}" for i, p in enumerate(found))
+    return NoisePatches(np.concatenate(parts).astype(np.float32), corners, size, notes)
+
+
+def iter_learn_noise_from(
+    sources: Sequence[NormalisedVolume], config: NMSGConfig
+) -> EventStream[NoiseLearning]:
+    """Extract background noise patches from ``sources`` and fit the configured model.
+
+    The spectral model is always fitted: it is the GAN's baseline in ``fidelity``. The
+    normalisation recorded is the first volume's.
+    """
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    per_volume = max(1, config.max_patches // len(sources))
+    found = []
+    for i, source in enumerate(sources):
+        yield Progress("noise-patches", i, len(sources))
+        found.append(extract_noise_patches(source, config.patch_size, per_volume))
+    patches = pool_noise_patches(found)
+    yield Progress(
+        "noise-patches", len(sources), len(sources), {"patches": float(len(patches.patches))}
+    )
+    train, held_out = patches.split(0.25, rng)
+    size = patches.patch_size
+    model: SpectralNoise = SpectralNoise(torch.from_numpy(spectral_kernel(train))).to(device)
+    fidelity = {
+        "spectral": noise_fidelity(
+            sample_patches(model, len(held_out) * 4, size, generator), held_out
+        )
+    }
+    if config.noise_model == "gan":
+        model, fidelity["gan"] = yield from iter_fit_gan(train, held_out, config, device, generator)
+    model.eval()
+    return NoiseLearning(
+        noise_model=model,
+        normalisation=sources[0].normalisation,
+        patches=patches,
+        fidelity=fidelity,
+        real_examples=held_out,
+        generated_examples=sample_patches(model, len(held_out), size, generator),
+    )
