@@ -2,12 +2,15 @@
 
 One job: remember what it changes (grid, camera, every layer's visibility), show only the
 raw layer (left) and its denoised result (right), and restore it all when switched off.
+:class:`Comparison` is the on / off switch the widget holds, one comparison at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import InputError
 
 
 def same_layer(a: Any, b: Any) -> bool:
@@ -74,3 +77,32 @@ class SideBySide:
         for unique_id, visible in self._visible:
             if unique_id in by_id:
                 by_id[unique_id].visible = visible
+
+
+class Comparison:
+    """Compare on or off: at most one :class:`SideBySide` at a time."""
+
+    def __init__(self, viewer: Any):
+        self._viewer = viewer
+        self._shown: SideBySide | None = None
+
+    @property
+    def on(self) -> bool:
+        return self._shown is not None
+
+    def involves(self, layer: Any) -> bool:
+        return self._shown is not None and self._shown.involves(layer)
+
+    def switch(self, enabled: bool | None, left: Any, right: Any) -> bool:
+        """Turn on (``left`` beside ``right``), off, or over (``None``); returns whether on.
+
+        ``InputError`` when asked to turn on without both layers.
+        """
+        if self._shown is not None and not enabled:
+            shown, self._shown = self._shown, None
+            shown.restore()
+        elif self._shown is None and enabled is not False:
+            if left is None or right is None:
+                raise InputError("denoise a layer first; Compare shows it beside its result.")
+            self._shown = SideBySide.show(self._viewer, left, right)
+        return self.on

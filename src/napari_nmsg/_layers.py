@@ -46,6 +46,13 @@ def is_volume_layer(layer: Any) -> bool:
     )
 
 
+def layer_by_id(viewer: Any, unique_id: Any) -> Any:
+    """The viewer's layer with this ``unique_id`` (``None`` once it was deleted)."""
+    if unique_id is None:
+        return None
+    return next((x for x in viewer.layers if x.unique_id == unique_id), None)
+
+
 def noise_mosaic(patches: np.ndarray, wedge_axis: int, count: int = 8, gap: int = 2) -> np.ndarray:
     """The first ``count`` patches ``(N, p, p, p)`` side by side along X, as one volume.
 

@@ -33,6 +33,11 @@ class Task:
     result: Any = None
     error: Exception | None = None
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the task started."""
+        return time.monotonic() - self.started
+
 
 @dataclass(frozen=True)
 class Outcome:
