@@ -194,3 +194,35 @@ def test_noisier2noise_keeps_the_preset_pairs_and_refuses_none():
     assert pairs("--inference-pairs", "3") == 3
     with pytest.raises(ValueError, match="inference_pairs >= 1"):
         pairs("--inference-pairs", "0")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "-3"], "nmsg: error: --steps=-3 must be at least 1"),
+        (["--tile", "8"], "nmsg: error: --tile=8 must be at least 16"),
+        (["--crop", "18"], "nmsg: error: --crop=18 must be a multiple of 4"),
+        (["--pairing", "paper", "--inference-pairs", "2"], "set --inference-pairs to 0"),
+        (["--steps", "many"], "nmsg denoise: error: argument --steps: invalid int value"),
+        (["--noise-model", "vae"], "nmsg denoise: error: argument --noise-model: invalid choice"),
+    ],
+)
+def test_setting_errors_are_one_line_and_name_the_flag(tmp_path, mrc_path, capsys, args, message):
+    try:
+        code = main(["denoise", str(mrc_path), "-o", str(tmp_path / "o.mrc"), *args])
+    except SystemExit as stop:  # argparse's own checks exit from parse_args
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "usage:" not in err
+    assert "train_steps" not in err and "[" not in err  # no field names, no Python lists
+    assert not (tmp_path / "o.mrc").exists()
+
+
+def test_demo_refuses_a_bad_size_before_simulating_or_creating_anything(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", "--outdir", str(tmp_path / "demo"), "--size", "8"])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert "argument --size: must be at least 16, not 8" in captured.err
+    assert "simulating" not in captured.out and not (tmp_path / "demo").exists()

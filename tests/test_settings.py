@@ -13,13 +13,19 @@ import pytest
 from napari_nmsg.cli import CONFIG_OPTIONS, build_parser, config_from_args, given_settings
 from napari_nmsg.engine import PRESETS, NMSGConfig
 from napari_nmsg.engine.config import (
+    DECLARED,
     INFERENCE_FIELDS,
     NOISE_MODELS,
     PAIRINGS,
     RUN_FIELDS,
     SETTINGS,
+    InferenceSettings,
+    MachineSettings,
+    NoiseSettings,
+    TrainingSettings,
 )
 from napari_nmsg.engine.settings import Setting, declared, option
+from napari_nmsg.errors import SettingsError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -40,7 +46,8 @@ def test_every_field_is_declared_and_groups_give_the_model_carried_settings():
 
     @dataclass
     class Undeclared:
-        declared_one: int = option(1, group="general", label="x", help="y")
+        GROUP = "general"
+        declared_one: int = option(1, label="x", help="y")
         plain: int = 2
 
     with pytest.raises(TypeError, match="plain has no declared setting"):
@@ -106,5 +113,50 @@ def test_presets_use_declared_fields_only():
 
 
 def test_a_setting_names_its_flag():
-    assert Setting("training", "Steps", "h", flag="--steps").option("train_steps") == "--steps"
-    assert Setting("training", "Crop", "h").option("train_steps") == "--train-steps"
+    assert Setting("Steps", "h", flag="--steps").option("train_steps") == "--steps"
+    assert Setting("Crop", "h").option("train_steps") == "--train-steps"
+
+
+def test_each_group_is_a_typed_settings_class_and_declares_its_fields():
+    groups = {
+        InferenceSettings: INFERENCE_FIELDS,
+        MachineSettings: RUN_FIELDS,
+        NoiseSettings: ("patch_size", "max_patches", "noise_model", "gan_steps", "gan_batch",
+                        "gan_width"),
+    }  # fmt: skip
+    for group, names in groups.items():
+        assert tuple(f.name for f in fields(group)) == names
+        assert all(DECLARED[n].setting.group == group.GROUP for n in names)
+        assert isinstance(NMSGConfig(), group)
+    assert {d.setting.group for d in SETTINGS} == {
+        "general", "machine", "noise", "training", "inference", "preview",
+    }  # fmt: skip
+    assert isinstance(NMSGConfig(), TrainingSettings) and NMSGConfig().multiple == 4
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"train_steps": 0}, "train_steps=0 must be at least 1"),
+        ({"overlap": -1}, "overlap=-1 must be at least 0"),
+        ({"base_sigma": 9.0}, "base_sigma=9.0 must be at most 8"),
+        ({"tile": 8}, "tile=8 must be at least 16"),
+        ({"noise_model": "vae"}, "noise_model must be one of gan, spectral, not 'vae'"),
+        ({"wedge_axis": 3}, "wedge_axis must be one of None, 0, 1, 2, not 3"),
+        ({"crop": 18}, "crop=18 must be a multiple of 4"),
+    ],
+)
+def test_declared_ranges_and_choices_are_enforced_with_the_setting_named(changes, message):
+    with pytest.raises(SettingsError) as caught:
+        NMSGConfig(**changes)
+    assert str(caught.value).startswith(message)
+    # a front end names the setting its own way
+    flag = DECLARED[next(iter(changes))].setting.option(next(iter(changes)))
+    assert caught.value.describe(lambda name: DECLARED[name].setting.option(name)).startswith(
+        message.replace(next(iter(changes)), flag, 1)
+    )
+
+
+def test_auto_values_pass_the_range_checks():
+    config = NMSGConfig(base_sigma=None, amp=None, wedge_axis=None)
+    assert config.base_sigma is None

@@ -198,7 +198,7 @@ def test_inference_pairs_average_recorrupted_passes_reproducibly():
     [
         ({"pairing": "paper", "inference_pairs": 1}, "applied as f"),
         ({"pairing": "noisier2noise", "inference_pairs": 0}, "inference_pairs >= 1"),
-        ({"inference_pairs": -1}, "must not be negative"),
+        ({"inference_pairs": -1}, "inference_pairs=-1 must be at least 0"),
     ],
 )
 def test_inference_pairs_that_make_no_sense_are_refused(changes, message):

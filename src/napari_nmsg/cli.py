@@ -6,26 +6,27 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from ._api import denoise_file
 from ._version import __version__
 from .engine import (
     PRESETS,
     NMSGConfig,
     Progress,
-    iter_denoise,
-    iter_fit_denoiser,
     iter_learn_noise,
+    iter_run,
     load_model,
     run_events,
 )
-from .engine.config import SETTINGS
+from .engine.config import DECLARED, SETTINGS
 from .engine.settings import Declared
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, SettingsError
 from .io import read_volume, write_mrc
 
 STAGE_NAMES = {
@@ -62,6 +63,31 @@ class ProgressBars:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes in one line, like every other error of ``nmsg``: argparse's default
+    prints the whole usage block first."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(minimum: float, kind: type = int) -> Callable[[str], Any]:
+    """An argparse type that refuses values below ``minimum`` before anything runs."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def flag_of(name: str) -> str:
+    return DECLARED[name].setting.option(name)
 
 
 # Config fields with a command-line flag; the flags default to None (not given).
@@ -148,8 +174,6 @@ def cmd_learn_noise(args: argparse.Namespace) -> int:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from .batch import denoise_file
-
     started = time.perf_counter()
     bars = ProgressBars(args.quiet)
     model = load_model(args.model) if args.model else None
@@ -168,17 +192,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .metrics import best_gaussian, psnr
     from .simulate import simulate_tomogram
 
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     config = config_from_args(args)
     print(f"simulating a {args.size}³ tomogram at SNR {args.snr} ...")
     sim = simulate_tomogram((args.size,) * 3, snr=args.snr, seed=config.seed)
     voxel = (sim.voxel_size,) * 3
     bars = ProgressBars(args.quiet)
     started = time.perf_counter()
-    model = run_events(iter_fit_denoiser(sim.noisy, config), bars)
-    denoised = run_events(iter_denoise(sim.noisy, model), bars)
+    denoised = run_events(iter_run(sim.noisy, config), bars).output
     bars.close()
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
     elapsed = time.perf_counter() - started
     gauss_psnr, sigma, _ = best_gaussian(sim.noisy, sim.target)
     for name, volume in [("noisy", sim.noisy), ("target", sim.target), ("denoised", denoised)]:
@@ -215,7 +238,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nmsg", description="Self-supervised cryo-ET tomogram denoising (NMSG)."
     )
     parser.add_argument("--version", action="version", version=f"napari-nmsg {__version__}")
@@ -223,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write a simulated tomogram with its ground truth")
     p.add_argument("outdir", help="folder for noisy/target/even/odd .mrc")
-    p.add_argument("--size", type=int, default=64, help="edge length in voxels (default 64)")
-    p.add_argument("--snr", type=float, default=0.1, help="projection SNR (default 0.1)")
+    p.add_argument("--size", type=at_least(16), default=64, help="edge in voxels (default: 64)")
+    p.add_argument(
+        "--snr", type=at_least(1e-3, float), default=0.1, help="projection SNR (default: 0.1)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_simulate)
 
@@ -269,8 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate, denoise and score against the ground truth")
     p.add_argument("--outdir", default="nmsg-demo", help="where to write the .mrc files")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--snr", type=float, default=0.1)
+    p.add_argument(
+        "--size", type=at_least(16), default=64, help="edge of the simulated cube (default: 64)"
+    )
+    p.add_argument(
+        "--snr", type=at_least(1e-3, float), default=0.1, help="projection SNR (default: 0.1)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_config_options(p)
     p.set_defaults(func=cmd_demo)
@@ -281,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except SettingsError as exc:  # named by the flags the user types
+        print(f"nmsg: error: {exc.describe(flag_of)}", file=sys.stderr)
+        return 2
     except (InputError, ValueError) as exc:
         print(f"nmsg: error: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,18 @@
-"""Every tunable of the method in one dataclass, with the fast / balanced / quality presets.
+"""Every tunable of the method, in typed groups, with the fast / balanced / quality presets.
 
-Each field declares how front ends present it (``settings.option``); see ``settings``.
+Each group (noise, training, inference, ...) is a frozen dataclass whose fields declare how
+front ends present them (``settings.option``); ``NMSGConfig`` is all groups in one flat
+value, so a run is one object, a saved model one flat dict, and a function that needs only
+one stage can take that stage's group.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from .settings import choice_values, declared, labelled, option
+from ..errors import SettingsError
+from .settings import Group, choice_values, declared, labelled, option
 
 NoiseModelKind = Literal["gan", "spectral"]
 Pairing = Literal["r2r", "paper", "noisier2noise"]
@@ -25,36 +29,52 @@ _NO_FRONT_END = {"cli": False, "widget": False}  # method internals, set from Py
 
 
 @dataclass(frozen=True)
-class NMSGConfig:
-    """Settings of one NMSG run. Units are voxels unless said otherwise."""
+class GeneralSettings:
+    """What every stage shares."""
+
+    GROUP: ClassVar[Group] = "general"
 
     seed: int = option(
         0,
-        group="general",
         label="Seed",
         help="fixes every random source",
         minimum=0,
         maximum=2**31 - 1,
         widget=False,  # the widget's main form has it
     )
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    """The computer's settings, not the model's: a model fitted on a GPU may be applied on
+    a laptop."""
+
+    GROUP: ClassVar[Group] = "machine"
+
     device: str = option(
         "auto",
-        group="machine",
         label="Device",
         help="auto, cuda, mps or cpu",
         widget=False,
     )
-    wedge_axis: int | None = option(
-        None,
-        group="inference",
-        label="Wedge (beam) axis",
-        auto="auto",
-        help="the missing-wedge / thickness axis; auto: the axis with the smallest extent",
-        choices=WEDGE_AXES,
+    tile_batch: int = option(
+        2,
+        label="Tiles per batch",
+        help="tiles per network call",
+        minimum=1,
+        maximum=256,
+        **_NO_FRONT_END,
     )
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """How the noise model is learnt from background patches."""
+
+    GROUP: ClassVar[Group] = "noise"
+
     patch_size: int = option(
         16,
-        group="noise",
         label="Noise patch size",
         help="edge of the background noise patches",
         unit="voxels",
@@ -64,7 +84,6 @@ class NMSGConfig:
     )
     max_patches: int = option(
         256,
-        group="noise",
         label="Noise patches",
         help="most background patches used",
         minimum=8,
@@ -73,14 +92,12 @@ class NMSGConfig:
     )
     noise_model: NoiseModelKind = option(
         "spectral",  # measured better than the GAN (README Presets)
-        group="noise",
         label="Noise model",
         choices=NOISE_MODEL_CHOICES,
         help="gan: 3D WGAN-GP noise generator; spectral: coloured Gaussian baseline",
     )
     gan_steps: int = option(
         50,
-        group="noise",
         label="GAN steps",
         help="generator steps of the noise GAN",
         minimum=1,
@@ -89,7 +106,6 @@ class NMSGConfig:
     )
     gan_batch: int = option(
         16,
-        group="noise",
         label="GAN batch",
         help="patches per GAN step",
         minimum=1,
@@ -98,16 +114,22 @@ class NMSGConfig:
     )
     gan_width: int = option(
         16,
-        group="noise",
         label="GAN width",
         help="channels of the GAN's networks",
         minimum=2,
         maximum=256,
         **_NO_FRONT_END,
     )
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How the denoiser is trained: pairs, network, losses and schedule."""
+
+    GROUP: ClassVar[Group] = "training"
+
     pairing: Pairing = option(
         "r2r",
-        group="training",
         label="Pairs",
         choices=PAIRING_CHOICES,
         widget=False,
@@ -116,23 +138,21 @@ class NMSGConfig:
     )
     alpha: float = option(
         1.0,
-        group="training",
         label="α",
-        help="strength of the recorrupting noise (r2r)",
+        help="strength of the recorrupting noise (r2r); below 1 the network learns to pass "
+        "its input through",
         minimum=1.0,
         maximum=10.0,
         **_NO_FRONT_END,
     )
     local_amplitude: bool = option(
         True,
-        group="training",
         label="Local noise amplitude",
         help="scale model noise to the local noise level",
         **_NO_FRONT_END,
     )
     unet_depth: int = option(
         2,
-        group="training",
         label="Network depth",
         help="U-Net levels",
         flag="--depth",
@@ -142,7 +162,6 @@ class NMSGConfig:
     )
     unet_width: int = option(
         8,
-        group="training",
         label="Network width",
         help="U-Net channels at full resolution",
         flag="--width",
@@ -152,14 +171,12 @@ class NMSGConfig:
     )
     space_to_depth: bool = option(
         False,
-        group="training",
         label="Space to depth",
         help="fold 2³ voxels into channels first",
         **_NO_FRONT_END,
     )
     base_sigma: float | None = option(
         None,
-        group="training",
         label="Base Gaussian σ",
         unit="voxels",
         help="the Gaussian the network corrects; 0: the input itself",
@@ -170,13 +187,11 @@ class NMSGConfig:
     )
     gaussian_fallback: bool = option(
         True,
-        group="training",
         label="Gaussian fallback",
         help="return the best Gaussian filter when the validation finds the network worse",
     )
     train_steps: int = option(
         2400,
-        group="training",
         label="Training steps",
         help="denoiser training steps",
         flag="--steps",
@@ -186,7 +201,6 @@ class NMSGConfig:
     )
     batch_size: int = option(
         2,
-        group="training",
         label="Batch",
         help="crops per training step",
         minimum=1,
@@ -195,7 +209,6 @@ class NMSGConfig:
     )
     crop: int = option(
         32,
-        group="training",
         label="Crop size",
         unit="voxels",
         minimum=8,
@@ -205,7 +218,6 @@ class NMSGConfig:
     )
     lr: float = option(
         3e-3,
-        group="training",
         label="Learning rate",
         help="Adam's",
         minimum=1e-6,
@@ -214,7 +226,6 @@ class NMSGConfig:
     )
     ema_decay: float = option(
         0.99,
-        group="training",
         label="Weight average decay",
         help="EMA of the weights",
         minimum=0.0,
@@ -223,7 +234,6 @@ class NMSGConfig:
     )
     lambda_rec: float = option(
         1.0,
-        group="training",
         label="λ reconstruction",
         help="weight of the pair loss",
         minimum=0.0,
@@ -232,7 +242,6 @@ class NMSGConfig:
     )
     lambda_grad: float = option(
         0.0,
-        group="training",
         label="λ gradient",
         help="weight of the sparsity (gradient) term",
         minimum=0.0,
@@ -241,7 +250,6 @@ class NMSGConfig:
     )
     lambda_gui: float = option(
         0.0,
-        group="training",
         label="λ guidance",
         help="weight of the smooth-guidance term",
         minimum=0.0,
@@ -250,7 +258,6 @@ class NMSGConfig:
     )
     guidance_sigma: float = option(
         1.5,
-        group="training",
         label="Guidance σ",
         unit="voxels",
         help="Gaussian of the guidance term",
@@ -260,7 +267,6 @@ class NMSGConfig:
     )
     sparsity_sigma: float = option(
         3.0,
-        group="training",
         label="Sparsity σ",
         unit="voxels",
         help="Gaussian of the sparsity term",
@@ -268,10 +274,29 @@ class NMSGConfig:
         maximum=8.0,
         **_NO_FRONT_END,
     )
+
+    @property
+    def multiple(self) -> int:
+        """What crop and tile sizes must be multiples of, for this U-Net."""
+        return 2 ** (self.unet_depth + self.space_to_depth)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a fitted denoiser is applied; a saved model carries these, as they change its output."""
+
+    GROUP: ClassVar[Group] = "inference"
+
+    wedge_axis: int | None = option(
+        None,
+        label="Wedge (beam) axis",
+        auto="auto",
+        help="the missing-wedge / thickness axis; auto: the axis with the smallest extent",
+        choices=WEDGE_AXES,
+    )
     # the network was trained on y + αz, so the mean of f(y ± αz) estimates E[x | y]
     inference_pairs: int = option(
         0,
-        group="inference",
         label="Averaged ±noise pairs",
         minimum=0,
         maximum=64,
@@ -280,7 +305,6 @@ class NMSGConfig:
     )
     amp: bool | None = option(
         None,
-        group="inference",
         label="Mixed precision",
         auto="auto",
         choices=PRECISIONS,
@@ -289,7 +313,6 @@ class NMSGConfig:
     )
     tile: int = option(
         64,
-        group="inference",
         label="Tile size",
         unit="voxels",
         help="inference tile edge",
@@ -299,7 +322,6 @@ class NMSGConfig:
     )
     overlap: int = option(
         16,
-        group="inference",
         label="Tile overlap",
         unit="voxels",
         minimum=0,
@@ -307,18 +329,16 @@ class NMSGConfig:
         step=4,
         help="blended overlap between tiles (at most half a tile)",
     )
-    tile_batch: int = option(
-        2,
-        group="machine",
-        label="Tiles per batch",
-        help="tiles per network call",
-        minimum=1,
-        maximum=256,
-        **_NO_FRONT_END,
-    )
+
+
+@dataclass(frozen=True)
+class PreviewSettings:
+    """The widget's live previews while training."""
+
+    GROUP: ClassVar[Group] = "preview"
+
     preview_every: int = option(
         25,
-        group="preview",
         label="Preview every",
         unit="steps",
         cli=False,
@@ -329,7 +349,6 @@ class NMSGConfig:
     )
     preview_depth: int = option(
         8,
-        group="preview",
         label="Preview depth",
         unit="slices",
         help="slices per preview",
@@ -338,49 +357,52 @@ class NMSGConfig:
         **_NO_FRONT_END,
     )
 
+
+@dataclass(frozen=True)
+class NMSGConfig(
+    PreviewSettings,
+    InferenceSettings,
+    TrainingSettings,
+    NoiseSettings,
+    MachineSettings,
+    GeneralSettings,
+):
+    """Settings of one NMSG run, every group in one flat value. Units are voxels unless
+    said otherwise; fields are in group order (general, machine, noise, training,
+    inference, preview)."""
+
     def __post_init__(self) -> None:
+        problems = [*_declared_range_problems(self), *self._combination_problems()]
+        if problems:
+            raise SettingsError(problems)
+
+    def _combination_problems(self) -> list[tuple[str, str]]:
+        """Settings valid alone that cannot run together."""
         problems = []
-        if self.alpha < 1.0:
+        multiple = self.multiple
+        if self.crop < multiple * 2 or self.crop % multiple:
             problems.append(
-                f"alpha={self.alpha} < 1: with little added noise the network learns to pass "
-                "its input through (DESIGN §3); use alpha >= 1"
+                (
+                    "crop",
+                    f"{{name}}={self.crop} must be a multiple of {multiple} and at least "
+                    f"{multiple * 2} for this U-Net (depth {self.unet_depth})",
+                )
             )
-        if self.crop < self.multiple * 2 or self.crop % self.multiple:
-            problems.append(
-                f"crop={self.crop} must be a multiple of {self.multiple} and at least "
-                f"{self.multiple * 2} for this U-Net (depth {self.unet_depth})"
-            )
-        if self.base_sigma is not None and not 0 <= self.base_sigma <= 8:
-            problems.append(f"base_sigma={self.base_sigma} must be between 0 and 8 voxels")
-        if self.overlap < 0:
-            problems.append(f"overlap={self.overlap} must not be negative")
-        if self.tile % self.multiple:
-            problems.append(f"tile={self.tile} must be a multiple of {self.multiple}")
-        if self.noise_model not in NOISE_MODELS:
-            problems.append(f"noise_model must be one of {NOISE_MODELS}, not {self.noise_model!r}")
-        if self.pairing not in PAIRINGS:
-            problems.append(f"pairing must be one of {PAIRINGS}, not {self.pairing!r}")
-        if self.wedge_axis not in (None, 0, 1, 2):
-            problems.append(f"wedge_axis must be 0, 1, 2 or None, not {self.wedge_axis!r}")
-        if self.inference_pairs < 0:
-            problems.append(f"inference_pairs={self.inference_pairs} must not be negative")
+        if self.tile % multiple:
+            problems.append(("tile", f"{{name}}={self.tile} must be a multiple of {multiple}"))
         if self.pairing == "paper" and self.inference_pairs:
             problems.append(
-                "the paper pairing is applied as f(y): set inference_pairs=0 (averaging "
-                "f(y + z) over z would mostly return the noisy input)"
+                (
+                    "inference_pairs",
+                    "the paper pairing is applied as f(y): set {name} to 0 (averaging "
+                    "f(y + z) over z would mostly return the noisy input)",
+                )
             )
         if self.pairing == "noisier2noise" and not self.inference_pairs:
-            problems.append("noisier2noise averages recorrupted copies: inference_pairs >= 1")
-        for name in ("train_steps", "patch_size", "max_patches", "batch_size", "tile"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be positive")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @property
-    def multiple(self) -> int:
-        """What crop and tile sizes must be multiples of, for this U-Net."""
-        return 2 ** (self.unet_depth + self.space_to_depth)
+            problems.append(
+                ("inference_pairs", "noisier2noise averages recorrupted copies: {name} >= 1")
+            )
+        return problems
 
     @classmethod
     def preset(cls, name: str = "fast", **overrides: Any) -> NMSGConfig:
@@ -440,11 +462,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 SETTINGS = declared(NMSGConfig)
 DECLARED = {d.name: d for d in SETTINGS}
+
+
+def _declared_range_problems(config: NMSGConfig) -> list[tuple[str, str]]:
+    """Values outside their declared range or choices (``None`` is "auto" where allowed)."""
+    problems = []
+    for d in SETTINGS:
+        value, setting = getattr(config, d.name), d.setting
+        if value is None and d.optional:
+            continue
+        if setting.choices is not None:
+            if value not in setting.choices.values():
+                allowed = ", ".join(str(v) for v in setting.choices.values())
+                problems.append((d.name, f"{{name}} must be one of {allowed}, not {value!r}"))
+        elif setting.minimum is not None and value < setting.minimum:
+            problems.append((d.name, f"{{name}}={value} must be at least {setting.minimum:g}"))
+        elif setting.maximum is not None and value > setting.maximum:
+            problems.append((d.name, f"{{name}}={value} must be at most {setting.maximum:g}"))
+    return problems
+
+
 # Inference settings a fitted model carries: they change its output, so a saved model is
 # applied with its own unless the user sets them. The machine's (device, tile batch) are
 # not the model's.
-INFERENCE_FIELDS = tuple(d.name for d in SETTINGS if d.setting.group == "inference")
-RUN_FIELDS = tuple(d.name for d in SETTINGS if d.setting.group == "machine")
+INFERENCE_FIELDS = tuple(f.name for f in fields(InferenceSettings))
+RUN_FIELDS = tuple(f.name for f in fields(MachineSettings))
 
 
 def inference_settings(model: NMSGConfig, overrides: dict[str, Any] | None = None) -> NMSGConfig:

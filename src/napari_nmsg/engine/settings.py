@@ -1,13 +1,15 @@
 """How each setting of ``NMSGConfig`` is presented, declared once beside the field.
 
-The command line, the widget's form, the batch resume key and the set of settings a saved
-model carries are all generated from these declarations, so a label, range or choice list
-is never written out twice.
+The command line, the widget's form, the batch resume key, the range checks and the set of
+settings a saved model carries are all generated from these declarations, so a label,
+range or choice list is never written out twice. A setting's group is the settings class
+that declares it (its ``GROUP``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Mapping
@@ -23,7 +25,6 @@ Group = Literal["general", "noise", "training", "inference", "machine", "preview
 class Setting:
     """Label, help, unit, range and choices of one setting, and where it is offered."""
 
-    group: Group
     label: str
     help: str
     unit: str = ""
@@ -35,13 +36,14 @@ class Setting:
     flag: str | None = None  # command-line flag; None: --field-name
     cli: bool = True
     widget: bool = True  # in the widget's form
+    group: Group | None = None  # filled in by ``declared`` from the declaring class
 
     def option(self, name: str) -> str:
         return self.flag or "--" + name.replace("_", "-")
 
 
 def option(default: Any, **setting: Any) -> Any:
-    """A dataclass field with its presentation: ``x: int = option(3, group=..., ...)``."""
+    """A dataclass field with its presentation: ``x: int = option(3, label=..., ...)``."""
     return field(default=default, metadata={"setting": Setting(**setting)})
 
 
@@ -60,15 +62,23 @@ class Declared:
 
 
 def declared(config_class: type) -> list[Declared]:
-    """The declared settings of a config dataclass, in field order."""
+    """The declared settings of a config dataclass, in field order, each with the
+    ``GROUP`` of the class that declares it."""
     hints = typing.get_type_hints(config_class)
     out = []
     for f in dataclasses.fields(config_class):
         setting = f.metadata.get("setting")
         if setting is None:
             raise TypeError(f"{config_class.__name__}.{f.name} has no declared setting")
-        out.append(Declared(f.name, setting, _value_type(hints[f.name])))
+        group = _declaring_class(config_class, f.name).GROUP
+        out.append(
+            Declared(f.name, dataclasses.replace(setting, group=group), _value_type(hints[f.name]))
+        )
     return out
+
+
+def _declaring_class(config_class: type, name: str) -> type:
+    return next(c for c in config_class.__mro__ if name in inspect.get_annotations(c))
 
 
 def _value_type(hint: Any) -> type:
