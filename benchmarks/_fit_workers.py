@@ -134,7 +134,7 @@ def _save_variant(
 def worker_nmsg(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, Any]:
     import torch
 
-    from napari_nmsg.engine import iter_denoise, iter_fit_denoiser, run_events
+    from napari_nmsg.engine import Progress, iter_denoise, iter_run, run_events
 
     config = _config(spec)
     noisy = data["noisy"]
@@ -155,12 +155,18 @@ def worker_nmsg(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str, 
 
     printer = _timed_events()
     curve = _curve_recorder(data["target"], printer)
+    fitted = {}
+
+    def on_event(event: Any) -> None:
+        curve["on_event"](event)
+        if isinstance(event, Progress) and event.stage == "validate":  # the fit's last event
+            fitted["at"] = time.perf_counter()
+
     t0 = time.perf_counter()
-    model = run_events(iter_fit_denoiser(noisy, config, noise, position), curve["on_event"])
-    fit_s = time.perf_counter() - t0 - curve["eval_s"]
-    t1 = time.perf_counter()
-    out = run_events(iter_denoise(noisy, model), printer)
-    infer_s = time.perf_counter() - t1
+    run = run_events(iter_run(noisy, config, noise, preview_position=position), on_event)
+    infer_s = time.perf_counter() - fitted["at"]
+    fit_s = fitted["at"] - t0 - curve["eval_s"]
+    model, out = run.model, run.output
     np.save(spec["out"], out)
     result = {
         "noise_s": noise_s,
