@@ -239,20 +239,6 @@ def _axis_distance(
     return box[0], np.sqrt((z - t * dz) ** 2 + (y - t * dy) ** 2 + (x - t * dx) ** 2)
 
 
-def _rod(
-    vol: np.ndarray,
-    center: np.ndarray,
-    direction: np.ndarray,
-    half_length: float,
-    radius: float,
-    density: float,
-) -> None:
-    """Cylinder (filament) along the unit vector ``direction``."""
-    found = _axis_distance(vol, center, direction, half_length, radius)
-    if found is not None:
-        _paint(vol, found[0], density * np.clip(radius + 0.5 - found[1], 0.0, 1.0))
-
-
 def _tube(
     vol: np.ndarray,
     center: np.ndarray,
@@ -262,7 +248,8 @@ def _tube(
     wall: float,
     density: float,
 ) -> None:
-    """Hollow cylinder (microtubule-like) of outer ``radius`` and wall thickness ``wall``."""
+    """Hollow cylinder (microtubule-like) of outer ``radius`` and wall thickness ``wall``;
+    a wall of twice the radius makes a solid rod (filament)."""
     found = _axis_distance(vol, center, direction, half_length, radius)
     if found is not None:
         shell = wall / 2 + 0.5 - np.abs(found[1] - (radius - wall / 2))
@@ -322,7 +309,7 @@ def _phantom(
         radius = max(rng.uniform(1.5, 2.5) * scale, 1.0)
         axis = direction(0.15)
         half_length = rng.uniform(0.3, 0.7) * max(ny, nx)
-        _rod(vol, centre(radius), axis, half_length, radius, rng.uniform(0.8, 1.0))
+        _tube(vol, centre(radius), axis, half_length, radius, 2 * radius, rng.uniform(0.8, 1.0))
 
     ribo_volume = 2.5 * 4 / 3 * np.pi * (5.0 * scale) ** 3
     for _ in range(max(1, rng.poisson(0.04 * slab_voxels / ribo_volume))):  # ribosomes
@@ -361,7 +348,9 @@ def _phantom(
         for _ in range(rng.poisson(2 * crowding)):  # actin-like filaments
             radius = max(rng.uniform(2.5, 3.5) * scale, 1.0)
             length = rng.uniform(0.3, 0.7) * max(ny, nx)
-            _rod(vol, centre(radius), direction(0.3), length, radius, rng.uniform(0.7, 1))
+            _tube(
+                vol, centre(radius), direction(0.3), length, radius, 2 * radius, rng.uniform(0.7, 1)
+            )
 
     z = np.arange(nz)
     vol[np.abs(z - zc) > half] = 0.0  # keep the ice outside the slab empty
