@@ -78,6 +78,18 @@ def test_batch_imports_where_the_unix_only_resource_module_is_missing():
     assert "peak_rss_mb" not in found
 
 
+def test_batch_and_io_modules_import_without_torch_or_dask():
+    """The batch driver plans, resumes and summarises without them; torch and Dask load
+    when a task runs."""
+    found = fresh_python(
+        "import json, sys\n"
+        "import napari_nmsg.batch, napari_nmsg.errors, napari_nmsg.io\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy}))\n"
+    )
+    assert found["heavy"] == []
+
+
 @pytest.mark.parametrize("name", napari_nmsg.__all__)
 def test_every_public_name_resolves(name):
     assert getattr(napari_nmsg, name) is not None

@@ -7,7 +7,9 @@ from napari_nmsg.engine import (
     NMSGConfig,
     Preview,
     Progress,
+    iter_denoise,
     iter_fit_denoiser,
+    iter_run,
     load_model,
     run_events,
     save_model,
@@ -121,3 +123,35 @@ def test_real_denoising_on_a_tiny_simulated_tomogram():
     # +0.95 dB here (the oracle Gaussian gets +2.7 dB on a volume this small)
     gain = psnr(out, sim.target) - psnr(sim.noisy, sim.target)
     assert gain >= 0.5, gain
+
+
+def test_iter_run_is_learn_fit_denoise_chained_and_skips_what_is_given(small_tomogram):
+    volume = small_tomogram.noisy
+    config = NMSGConfig(train_steps=3, crop=16, tile=16, overlap=4, inference_pairs=1)
+    model = run_events(iter_fit_denoiser(volume, config))
+    by_hand = run_events(iter_denoise(volume, model))
+    handed = []
+    run = run_events(iter_run(volume, config, out=lambda m: handed.append(m) or None))
+    assert handed == [run.model] and run.noise is not None
+    np.testing.assert_array_equal(run.output, by_hand)  # the same seed, the same steps
+
+    stages = []
+    again = run_events(
+        iter_run(volume, config, model=model), lambda e: stages.append(getattr(e, "stage", ""))
+    )
+    assert set(stages) == {"denoise"} and again.noise is None  # no learning, no training
+    np.testing.assert_array_equal(again.output, by_hand)
+
+
+def test_a_given_model_denoises_with_its_own_inference_settings(small_tomogram):
+    volume = small_tomogram.noisy
+    paired = NMSGConfig(train_steps=3, crop=16, tile=16, overlap=4, inference_pairs=2)
+    model = run_events(iter_fit_denoiser(volume, paired))
+    own = run_events(iter_denoise(volume, model))
+    # the API's default config (0 pairs) supplies the machine only, not the inference
+    np.testing.assert_array_equal(denoise(volume, model), own)
+    one_pass = run_events(
+        iter_run(volume, NMSGConfig(), model=model, overrides={"inference_pairs": 0})
+    )
+    assert not np.array_equal(one_pass.output, own)
+    assert run_events(iter_run(volume, NMSGConfig(), model=model)).model is model
