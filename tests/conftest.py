@@ -10,6 +10,12 @@ from napari_nmsg.engine import NMSGConfig
 from napari_nmsg.simulate import simulate_tomogram
 
 
+@pytest.fixture(autouse=True)
+def _scratch_in_tmp(tmp_path_factory, monkeypatch):
+    """Output layers' scratch files go to a test folder, not the user's cache."""
+    monkeypatch.setenv("NAPARI_NMSG_SCRATCH", str(tmp_path_factory.mktemp("scratch")))
+
+
 @pytest.fixture(scope="session")
 def small_tomogram():
     """A 32³ simulated tomogram at SNR 0.1 (noisy, halves, noiseless target)."""

@@ -17,8 +17,8 @@ from napari_nmsg.engine import PRESETS
 from napari_nmsg.errors import InputError
 
 
-def test_settings_panel_builds_the_config_from_preset_and_edits(qtbot):
-    panel = SettingsPanel()
+def test_settings_panel_builds_the_config_from_preset_and_edits(qtbot, tmp_path):
+    panel = SettingsPanel(tmp_path)
     qtbot.addWidget(panel)
     panel.preset_combo.setCurrentText("quality")
     assert panel.advanced.fields["train_steps"].value() == PRESETS["quality"]["train_steps"]
@@ -34,6 +34,11 @@ def test_settings_panel_builds_the_config_from_preset_and_edits(qtbot):
     assert panel.advanced.isHidden()
     panel.advanced_toggle.click()
     assert not panel.advanced.isHidden()
+    assert panel.scratch_folder.edit.text() == str(tmp_path)
+    chosen = []
+    panel.scratch_folder.changed.connect(chosen.append)
+    panel.scratch_folder.set_folder(tmp_path / "elsewhere")
+    assert chosen == [str(tmp_path / "elsewhere")]
 
 
 def test_action_buttons_follow_the_state(qtbot):

@@ -34,16 +34,22 @@ def display_limits(data: Any, low: float = 0.5, high: float = 99.5) -> tuple[flo
 
 
 def is_volume_layer(layer: Any) -> bool:
-    """A single-channel, single-scale 3D image layer that the plugin can denoise."""
+    """A single-channel 3D image layer that the plugin can denoise (a multiscale one at
+    its full resolution, see :func:`volume_of`)."""
     from napari.layers import Image
 
     return (
         isinstance(layer, Image)
         and layer.ndim == 3
         and not layer.rgb
-        and not layer.multiscale
         and not str(layer.metadata.get(ROLE_KEY, "")).startswith("noise")
     )
+
+
+def volume_of(layer: Any) -> Any:
+    """The full-resolution array of a volume layer: level 0 of a multiscale one (as
+    napari-ome-zarr opens OME-Zarr pyramids), read lazily like any array."""
+    return layer.data[0] if layer.multiscale else layer.data
 
 
 def layer_by_id(viewer: Any, unique_id: Any) -> Any:
@@ -81,7 +87,7 @@ def show_noise_layers(viewer: Any, layer: Any, learning: Any, gap: int = 8) -> l
     spread = 3 * float(np.std(real)) or 1.0
     scale = np.asarray(layer.scale, dtype=float)
     origin = np.asarray(layer.translate, dtype=float)
-    nz, _, nx = layer.data.shape
+    nz, _, nx = volume_of(layer).shape
     shown = []
     for row, (kind, mosaic) in enumerate((("real", real), ("generated", generated))):
         offset = np.array([max(0, (nz - real.shape[0]) // 2), row * (real.shape[1] + 4), nx + gap])

@@ -1,7 +1,8 @@
 """Live previews and results: the slice previews are made for, and the ``<name> denoised``
 layer a Denoise run writes into (found or made, filled live, finished).
 
-The engine writes tiles straight into a float32 buffer that is the layer's data; this
+The engine writes tiles straight into a float32 buffer that is the layer's data, a
+memory-mapped scratch file (``_scratch``), so the result never needs RAM of its size; this
 module only decides when napari redraws it. No maths here.
 """
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._layers import ROLE_KEY, display_limits, layer_by_id
+from ._layers import ROLE_KEY, display_limits, layer_by_id, volume_of
 from .engine import Preview, Progress
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class ViewedSlice:
             self._z = None
             return
         position = layer.world_to_data(self._viewer.dims.point)
-        self._z = int(np.clip(round(float(position[0])), 0, layer.data.shape[0] - 1))
+        self._z = int(np.clip(round(float(position[0])), 0, volume_of(layer).shape[0] - 1))
 
     def position(self) -> int | None:
         return self._z
@@ -53,7 +54,7 @@ def find_output(viewer: Any, session: Session, layer: Image) -> Image | None:
     if output is not None:
         return output
     name = f"{layer.name} denoised"
-    if name in viewer.layers and viewer.layers[name].data.shape == layer.data.shape:
+    if name in viewer.layers and viewer.layers[name].data.shape == volume_of(layer).shape:
         return viewer.layers[name]
     return None
 
@@ -69,16 +70,18 @@ class RunOutput:
 
     @classmethod
     def prepare(cls, viewer: Any, session: Session, layer: Image) -> RunOutput:
-        """A zero-filled output with the input's geometry and metadata.
+        """A zero-filled output with the input's geometry and metadata, backed by a new
+        scratch file (``OutputError`` when the scratch folder has no room for it).
 
         Reuses an output layer this plugin made for ``layer`` (found as :func:`find_output`
         finds it), else adds one: a user's own layer of that name is never overwritten.
         """
-        buffer = np.zeros(layer.data.shape, dtype=np.float32)
+        buffer = session.scratch.new(volume_of(layer).shape, f"{layer.name} denoised")
         metadata = {**layer.metadata, ROLE_KEY: "denoised", "napari_nmsg_input": layer.name}
         output = find_output(viewer, session, layer)
         if output is not None and output.metadata.get(ROLE_KEY) == "denoised":
-            output.data = buffer
+            previous, output.data = output.data, buffer
+            session.scratch.release(previous)
             output.metadata = metadata
         else:
             output = viewer.add_image(

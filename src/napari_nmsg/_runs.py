@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ._layers import volume_of
 from ._output_layers import RunOutput
 from ._task_worker import Stream
 from .engine import NMSGConfig, iter_learn_noise, iter_run
@@ -37,7 +38,7 @@ class Run:
 
 def plan_learn(layer: Image, config: NMSGConfig) -> Run:
     """*Learn noise* on ``layer``: yields ``Progress``, returns the ``NoiseLearning``."""
-    stream = partial(iter_learn_noise, layer.data, config)
+    stream = partial(iter_learn_noise, volume_of(layer), config)
     text = f"Learning the noise of {layer.name!r}…"
     return Run("learn", stream, text, {"layer": layer, "config": config})
 
@@ -62,10 +63,10 @@ def plan_denoise(
     model = session.model if reuse else None
     if reuse and model is None:
         raise InputError("no model to reuse; untick 'Reuse model' or load one first.")
-    noise = None if reuse else session.cached_noise(layer.unique_id, layer.data, config)
+    noise = None if reuse else session.cached_noise(layer.unique_id, volume_of(layer), config)
     output = RunOutput.prepare(viewer, session, layer)
     stream = partial(
-        iter_run, layer.data, config, noise, model, output.buffer,
+        iter_run, volume_of(layer), config, noise, model, output.buffer,
         overrides=given, preview_position=preview_position,
     )  # fmt: skip
     how = "with the current model" if reuse else "fitting the denoiser"

@@ -1,11 +1,13 @@
 """What the widget remembers between runs, without Qt or napari: the learned noise of one
-layer, the current model and which output layer belongs to which input."""
+layer, the current model, which output layer belongs to which input, and the scratch
+files behind the output layers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from ._scratch import ScratchFiles
 from .engine import NMSGConfig, NMSGModel, NoiseLearning
 from .engine.config import SETTINGS
 
@@ -38,6 +40,7 @@ class Session:
         self.model: NMSGModel | None = None
         self.model_source = ""  # where the model came from, in words
         self._outputs: dict[Any, Any] = {}  # input layer id -> its denoised layer's id
+        self.scratch = ScratchFiles()  # the memory-mapped files behind output layers
 
     def remember_noise(
         self, layer_id: Any, data: Any, config: NMSGConfig, learning: NoiseLearning

@@ -1,15 +1,56 @@
-"""What the user asks for: preset, device, seed and the *Advanced* form, as an ``NMSGConfig``."""
+"""What the user asks for: preset, device, seed and the *Advanced* form, as an ``NMSGConfig``,
+and where the output layers' scratch files go."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QFormLayout, QSpinBox, QToolButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ._settings_form import SettingsForm
 from .engine import PRESETS, NMSGConfig, available_devices
 from .engine.config import DECLARED
+
+
+class FolderField(QWidget):
+    """A folder path the user types or browses to; ``changed(path)`` when it is set."""
+
+    changed = Signal(str)
+
+    def __init__(self, folder: str | os.PathLike, tooltip: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.edit = QLineEdit(os.fspath(folder))
+        self.edit.setToolTip(tooltip)
+        self.edit.editingFinished.connect(lambda: self.changed.emit(self.edit.text()))
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose a folder")
+        browse.clicked.connect(self._browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(browse)
+
+    def set_folder(self, folder: str | os.PathLike) -> None:
+        self.edit.setText(os.fspath(folder))
+        self.changed.emit(self.edit.text())
+
+    def _browse(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Scratch folder", self.edit.text())
+        if chosen:
+            self.set_folder(chosen)
 
 
 class SettingsPanel(QWidget):
@@ -19,7 +60,7 @@ class SettingsPanel(QWidget):
     afterwards override the preset (and, when a model is reused, its own settings).
     """
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, scratch_folder: str | os.PathLike, parent: QWidget | None = None):
         super().__init__(parent)
         self.form = form = QFormLayout()  # the widget puts its layer picker on top
         self.preset_combo = QComboBox()
@@ -44,6 +85,12 @@ class SettingsPanel(QWidget):
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.toggled.connect(self._toggle_advanced)
         self.advanced = SettingsForm()
+        self.scratch_folder = FolderField(
+            scratch_folder,
+            "Where denoised layers are kept on disk (memory-mapped, deleted with their layer); "
+            "a fast local disk with room for the tomogram",
+        )
+        self.advanced.layout().addRow("Scratch folder", self.scratch_folder)
         self.advanced.setVisible(False)
 
         layout = QVBoxLayout(self)

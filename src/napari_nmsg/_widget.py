@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from ._actions import ActionButtons
 from ._compare import Comparison, same_layer
 from ._layer_picker import LayerPicker
-from ._layers import layer_by_id, show_noise_layers
+from ._layers import layer_by_id, show_noise_layers, volume_of
 from ._lifetime import CloseWatcher
 from ._model_files import ModelFiles
 from ._output_layers import ViewedSlice, find_output
@@ -89,8 +89,9 @@ class NMSGWidget(QWidget):
         self.layer_combo.layer_changed.connect(self._update_preview_z)
         self.layer_combo.layer_changed.connect(self._update_buttons)
         self.layer_combo.layer_removed.connect(self._on_layer_removed)
-        self.settings = SettingsPanel()
+        self.settings = SettingsPanel(self.session.scratch.folder)
         self.settings.form.insertRow(0, "Tomogram", self.layer_combo)
+        self.settings.scratch_folder.changed.connect(self._set_scratch_folder)
         self.actions = ActionButtons()
         self.actions.learn_button.clicked.connect(self.learn_noise)
         self.actions.denoise_button.clicked.connect(self.denoise)
@@ -144,6 +145,10 @@ class NMSGWidget(QWidget):
         if self._comparison.involves(layer):
             self.compare(False)
         self.session.forget_layer(layer.unique_id)
+        self.session.scratch.release(layer.data)  # an output's file goes with its layer
+
+    def _set_scratch_folder(self, folder: str) -> None:
+        self.session.scratch.folder = Path(folder)
 
     def _update_preview_z(self, *_: Any) -> None:
         """Previews follow the slice the user looks at in the run's layer (or the chosen one)."""
@@ -290,7 +295,7 @@ class NMSGWidget(QWidget):
         self.status.setText(message)
 
     def _remember_noise(self, layer: Image, config: NMSGConfig, learning: NoiseLearning) -> None:
-        self.session.remember_noise(layer.unique_id, layer.data, config, learning)
+        self.session.remember_noise(layer.unique_id, volume_of(layer), config, learning)
         self.fidelity.setText(format_fidelity(learning.fidelity))
 
     # ---------------------------------------------------------- state
@@ -312,6 +317,8 @@ class NMSGWidget(QWidget):
             return
         self._life.closed = True
         self.run_panel.shutdown()
+        # output layers left in the viewer keep their data: a deleted file stays mapped
+        self.session.scratch.release_all()
         self.layer_combo.release()
         self.viewer.dims.events.current_step.disconnect(self._update_preview_z)
 

@@ -2,7 +2,8 @@
 
 The layer ``scale`` (Å per voxel, as the reader sets it) goes into the header's voxel size
 and ``translate`` into its origin. The write is atomic and refuses to replace the file the
-layer was read from.
+layer was read from. It streams slab by slab into a memory-mapped file, so saving a
+denoised layer (itself a memory-mapped scratch file) or a lazy one needs no RAM of its size.
 
 Refusals are raised as :class:`OutputError` (an ``OSError``): napari's npe2 adapter treats
 a ``ValueError`` from a writer as "this writer does not apply" and would hide the reason.
@@ -16,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputError
-from .io import write_mrc
+from .io import mrc_output
+from .mapped_pages import release_mapped_pages
+
+_SLAB_VOXELS = 1 << 24  # ~64 MB of float32 per copy
 
 
 def _source_files(data: Any, meta: dict[str, Any]) -> tuple[str, ...]:
@@ -33,19 +37,22 @@ def _source_files(data: Any, meta: dict[str, Any]) -> tuple[str, ...]:
 
 def write_single_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a 3D image layer as float32 MRC; return ``[path]`` (napari writer protocol)."""
-    ndim = np.ndim(data)
-    scale = tuple(float(v) for v in (meta.get("scale") or (1.0,) * ndim))[-3:]
-    translate = tuple(float(v) for v in (meta.get("translate") or (0.0,) * ndim))[-3:]
+    shape = tuple(np.shape(data))
+    if len(shape) != 3:
+        raise OutputError(f"can only write 3D volumes, got shape {shape}")
+    scale = tuple(float(v) for v in (meta.get("scale") or (1.0,) * 3))[-3:]
+    translate = tuple(float(v) for v in (meta.get("translate") or (0.0,) * 3))[-3:]
     name = meta.get("name", "layer")
+    labels = (f"napari-nmsg: saved from napari layer {name!r}",)
     try:
-        written = write_mrc(
-            path,
-            np.asarray(data),
-            voxel_size=scale,
-            origin=translate,
-            protect=_source_files(data, meta),
-            labels=(f"napari-nmsg: saved from napari layer {name!r}",),
-        )
+        with mrc_output(
+            path, shape, scale, translate, protect=_source_files(data, meta), labels=labels
+        ) as out:
+            step = max(1, _SLAB_VOXELS // max(1, shape[1] * shape[2]))
+            for z in range(0, shape[0], step):
+                out[z : z + step] = np.asarray(data[z : z + step], dtype=np.float32)
+                release_mapped_pages(out)
+                release_mapped_pages(data)
     except InputError as exc:
         raise OutputError(str(exc)) from exc
-    return [os.fspath(written)]
+    return [os.fspath(path)]

@@ -220,10 +220,11 @@ def _iter_denoise(
     device = resolve_device(inference.device)
 
     def write(z: slice, values: np.ndarray) -> None:
-        target[z] = source.to_raw_scale(values)
+        block = source.to_raw_scale(values)
         fill = source.fill_mask((z, slice(None), slice(None)))
         if fill is not None:  # the input's fill, bit for bit: it is no data to denoise
-            target[z][fill] = source.canonical[z][fill]
+            block[fill] = np.asarray(source.canonical[z])[fill]
+        target[z] = block  # one write: a zarr array's target[z] would be a copy
         release_mapped_pages(out)  # bounds RSS when streaming multi-GB memory maps
 
     tile, batch = inference.tile, inference.tile_batch

@@ -8,7 +8,7 @@ normalisation is applied per crop or tile as it is read.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -91,15 +91,16 @@ def fit_normalisation(
     axis = detect_wedge_axis(extent) if wedge_axis is None else wedge_axis
     rng = np.random.default_rng(seed)
     n = int(np.prod(array.shape))
-    if n <= sample:
-        values = np.asarray(array, dtype=np.float64).ravel()
-    else:
-        idx = np.sort(rng.choice(n, size=sample, replace=False))
-        flat = array.reshape(-1)
-        values = np.empty(sample, dtype=np.float64)
-        for part in np.array_split(np.arange(sample), 16):  # sorted: 1/16 of a file each
-            values[part] = flat[idx[part]]
-            release_mapped_pages(array)
+    # every voxel of a small volume, else a sorted random sample; read slab by slab, so any
+    # array that slices like numpy (memory map, zarr, dask) is never loaded whole
+    idx = np.arange(n) if n <= sample else np.sort(rng.choice(n, size=sample, replace=False))
+    plane = array.shape[1] * array.shape[2]
+    values = np.empty(len(idx), dtype=np.float64)
+    for sl in _slabs(array.shape[0], plane):
+        lo, hi = np.searchsorted(idx, [sl.start * plane, sl.stop * plane])
+        if hi > lo:
+            values[lo:hi] = np.asarray(array[sl]).reshape(-1)[idx[lo:hi] - sl.start * plane]
+        release_mapped_pages(array)
     if fill is not None:
         # by value, not by neighbourhood: a data voxel equal to a fill value is rare
         values = values[~np.isin(values, fill.values)]
@@ -124,7 +125,7 @@ class NormalisedVolume:
         self.raw = raw
         self.normalisation = normalisation
         self.fill = fill
-        self.canonical = np.moveaxis(raw, normalisation.wedge_axis, 0)
+        self.canonical = canonical_view(raw, normalisation.wedge_axis)
         self.shape: tuple[int, int, int] = tuple(self.canonical.shape)
 
     def read(self, region: tuple[slice, ...] = (slice(None),) * 3) -> np.ndarray:
@@ -153,6 +154,39 @@ class NormalisedVolume:
         return (block * np.float32(norm.scale) + np.float32(norm.offset)).astype(np.float32)
 
 
-def canonical_view(array: np.ndarray, wedge_axis: int) -> np.ndarray:
-    """The wedge-axis-first view of an output array (writes go through to ``array``)."""
-    return np.moveaxis(array, wedge_axis, 0)
+def canonical_view(array: Any, wedge_axis: int) -> Any:
+    """The wedge-axis-first view of an array (reads and writes go through to ``array``).
+
+    A numpy array or memory map gets ``np.moveaxis``; any other array that slices like
+    numpy (zarr, dask, h5py) a region-by-region view, as ``np.moveaxis`` would load it.
+    """
+    if wedge_axis == 0:
+        return array
+    if isinstance(array, np.ndarray):
+        return np.moveaxis(array, wedge_axis, 0)
+    return AxisFirst(array, wedge_axis)
+
+
+class AxisFirst:
+    """``array`` with ``axis`` moved first, for arrays that are not numpy's: each region
+    is read or written through to ``array`` on its own."""
+
+    def __init__(self, array: Any, axis: int):
+        self.array, self.axis = array, axis
+        self._order = (axis, *(a for a in range(3) if a != axis))
+        self.shape: tuple[int, int, int] = tuple(array.shape[a] for a in self._order)
+        self.dtype, self.ndim = array.dtype, 3
+
+    def _original(self, region: Any) -> tuple[slice, ...]:
+        region = region if isinstance(region, tuple) else (region,)
+        region = (*region, *(slice(None),) * (3 - len(region)))
+        out: list[Any] = [None] * 3
+        for canonical_axis, original_axis in enumerate(self._order):
+            out[original_axis] = region[canonical_axis]
+        return tuple(out)
+
+    def __getitem__(self, region: Any) -> np.ndarray:
+        return np.moveaxis(np.asarray(self.array[self._original(region)]), self.axis, 0)
+
+    def __setitem__(self, region: Any, values: np.ndarray) -> None:
+        self.array[self._original(region)] = np.moveaxis(np.asarray(values), 0, self.axis)
