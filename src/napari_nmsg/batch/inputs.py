@@ -4,11 +4,13 @@ the output folder's lock and leftovers."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import IO
 
 from ..errors import InputError, OutputError
 from ..io import MRC_SUFFIXES
@@ -94,27 +96,45 @@ def own_names(items: Iterable[ItemResult]) -> list[str]:
 def folder_lock(outdir: Path) -> Iterator[None]:
     """One batch run per output folder (released by the OS even if the run is killed)."""
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks, go on
-        yield
-        return
-    try:
         handle = open(outdir / LOCK_NAME, "a+")  # held (locked) for the whole run
     except OSError as exc:
         raise OutputError(exc.errno, f"cannot write into {outdir}: {exc.strerror}") from exc
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            locked = _try_lock(handle)
+        except OSError as exc:  # a file system without locks
+            warnings.warn(f"cannot lock {outdir} ({exc}); going on without a lock", stacklevel=3)
+            locked = True
+        if not locked:
             raise InputError(
                 f"another nmsg batch run is writing into {outdir}; wait for it to finish "
                 "or choose another output folder"
-            ) from None
-        except OSError as exc:  # a file system without locks
-            warnings.warn(f"cannot lock {outdir} ({exc}); going on without a lock", stacklevel=3)
+            )
         yield
     finally:
         handle.close()
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    """Lock ``handle``'s file without waiting: flock on POSIX, ``msvcrt`` on Windows.
+    False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLK):
+                return False
+            raise
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def remove_stale_temp_files(outdir: Path, names: Iterable[str]) -> int:
