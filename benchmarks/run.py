@@ -39,9 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cases", help=f"comma-separated, from {', '.join(CASES)}")
     p.add_argument("--methods", help=f"comma-separated, from {', '.join(BY_NAME)}")
     p.add_argument("--preset", default="fast", help="preset under test (default fast)")
-    p.add_argument("--steps", type=int, help="training steps of every network (quick: 20)")
-    p.add_argument("--gan-steps", type=int, help="GAN noise-model steps (quick: 3)")
-    p.add_argument("--curve-points", type=int, help="checkpoints for PSNR vs time (quick: 2)")
+    p.add_argument(
+        "--steps", type=int, help=f"training steps of every network (quick: {QUICK['steps']})"
+    )
+    p.add_argument(
+        "--gan-steps", type=int, help=f"GAN noise-model steps (quick: {QUICK['gan_steps']})"
+    )
+    p.add_argument(
+        "--curve-points",
+        type=int,
+        help=f"checkpoints for PSNR vs time (quick: {QUICK['curve_points']})",
+    )
     p.add_argument(
         "--set",
         action="append",
