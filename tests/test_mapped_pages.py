@@ -45,3 +45,27 @@ def test_ignores_plain_and_copy_on_write_arrays(tmp_path):
     private[:] = 3.0
     assert not release_mapped_pages(private)
     assert float(private.min()) == 3.0
+
+
+def test_many_small_reads_of_a_mapped_volume_do_not_pile_up_in_rss(tmp_path, monkeypatch):
+    """Training reads crops all over a tomogram: its pages must not stay resident."""
+    from napari_nmsg.engine import volume as volume_module
+    from napari_nmsg.engine.volume import Normalisation, NormalisedVolume
+
+    volume = np.random.default_rng(1).normal(size=(64, 512, 512)).astype(np.float32)  # 64 MB
+    write_mrc(tmp_path / "big.mrc", volume)
+
+    def growth_mb(reads_between_releases: int) -> float:
+        monkeypatch.setattr(volume_module, "_RELEASE_READS", reads_between_releases)
+        data = read_volume(tmp_path / "big.mrc").data
+        source = NormalisedVolume(data, Normalisation(0, 1, 0))
+        release_mapped_pages(data)
+        before = _rss_file_mb()
+        rng = np.random.default_rng(0)
+        for _ in range(400):
+            z, y, x = (int(rng.integers(0, n - 16)) for n in data.shape)
+            source.read((slice(z, z + 16), slice(y, y + 16), slice(x, x + 16)))
+        return _rss_file_mb() - before
+
+    assert growth_mb(10_000) > 40  # never released: most of the file stays resident
+    assert growth_mb(8) < 24  # released every 8 reads (the default scale: every 64)

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 MIN_EXTENT = 16
 _CHUNK_VOXELS = 1 << 24  # ~64 MB of float32 per pass over a big volume
+# A memory-mapped input's pages stay resident once read; they are given back after this
+# many reads or bytes. A 32³ training crop of a 1024-wide volume touches 1024 pages (4 MB).
+_RELEASE_READS, _RELEASE_BYTES = 64, 1 << 27
 
 
 @dataclass(frozen=True)
@@ -127,10 +130,21 @@ class NormalisedVolume:
         self.fill = fill
         self.canonical = canonical_view(raw, normalisation.wedge_axis)
         self.shape: tuple[int, int, int] = tuple(self.canonical.shape)
+        self._unreleased = [0, 0]  # reads, bytes since the mapped pages were given back
 
     def read(self, region: tuple[slice, ...] = (slice(None),) * 3) -> np.ndarray:
-        """The normalised float32 values of a canonical region."""
+        """The normalised float32 values of a canonical region.
+
+        Training reads thousands of crops all over the volume: the resident pages of a
+        memory-mapped input are given back every so often, so a tomogram larger than RAM
+        is not pulled into it by the end of training.
+        """
         block = np.asarray(self.canonical[region], dtype=np.float32)
+        self._unreleased[0] += 1
+        self._unreleased[1] += block.nbytes
+        if self._unreleased[0] >= _RELEASE_READS or self._unreleased[1] >= _RELEASE_BYTES:
+            release_mapped_pages(self.raw)
+            self._unreleased = [0, 0]
         norm = self.normalisation
         block = ((block - np.float32(norm.offset)) / np.float32(norm.scale)).astype(np.float32)
         if self.fill is not None:
