@@ -40,3 +40,15 @@ def mrc_path(tmp_path, small_tomogram):
         mrc.voxel_size = 13.7
         mrc.header.origin = (10.0, 20.0, 30.0)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, small_tomogram):
+    """A model fitted in three steps to the small tomogram, for tests that only apply one
+    (inference then takes about a second)."""
+    from napari_nmsg import fit_denoiser, save_model
+
+    config = NMSGConfig(train_steps=3, crop=16, tile=16, overlap=4, inference_pairs=0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(fit_denoiser(small_tomogram.noisy, config), path)
+    return path

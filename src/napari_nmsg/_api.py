@@ -6,12 +6,19 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from ._version import __version__
+from .batch.resume import (
+    file_digest,
+    file_fingerprint,
+    sidecar_path,
+    sidecar_payload,
+    stored_size,
+    write_json_atomic,
+)
 from .engine import (
     NMSGConfig,
     NMSGModel,
@@ -24,8 +31,19 @@ from .engine import (
     run_events,
 )
 from .engine import save_model as _save_model
+from .engine.config import inference_settings
 from .engine.validation import QualityEstimate
-from .io import MODEL_SUFFIXES, check_output_path, mrc_output, read_volume
+from .errors import InputError
+from .io import (
+    MODEL_SUFFIXES,
+    MRC_SUFFIXES,
+    ZARR_SUFFIXES,
+    check_output_path,
+    mrc_output,
+    read_volume,
+)
+from .provenance import ATTRS_KEY, build_provenance, mrc_labels
+from .zarr_io import check_zarr_output, is_zarr, pyramid_shapes, zarr_output
 
 EventCallback = Callable[[Progress | Preview], Any] | None
 
@@ -70,24 +88,51 @@ def denoise_file(
     overrides: dict[str, Any] | None = None,
     on_event: Callable[[Any], Any] | None = None,
     save_model: str | os.PathLike | None = None,
+    level: int | str | None = None,
+    levels: int = 1,
+    voxel_size: float | None = None,
+    input_record: dict[str, Any] | None = None,
+    sidecar_fields: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], QualityEstimate | None]:
-    """Denoise one tomogram file into one MRC file; fit a model to it unless ``model``.
+    """Denoise one tomogram file into one MRC file or OME-Zarr store (``output`` ending in
+    ``.zarr``); fit a model to it unless ``model``.
 
     ``config`` gives the fitting settings (without a ``model``) and the device and tile
     batch to run on. The inference settings are the model's, except those the user set
-    explicitly, given as ``overrides`` (``engine.config.inference_settings``). The output
-    keeps the input's voxel size and origin and appears atomically (never partial).
+    explicitly, given as ``overrides`` (``engine.config.inference_settings``). ``level``
+    picks an OME-Zarr input's level (a number, or a voxel size such as ``"8A"``);
+    ``levels`` is the OME-Zarr output's number of pyramid levels. The output keeps the
+    input's voxel size, or gets ``voxel_size`` (Å), and its origin, and appears atomically
+    (never partial). Its provenance (``provenance.build_provenance``) goes into its MRC
+    labels or zarr attributes and, with ``sidecar_fields``, into the sidecar
+    ``<output>.nmsg.json`` written after it. ``input_record``: the input's fingerprint and
+    ``blake2b`` if the caller has them (the batch does), else they are measured here.
     Returns the seconds spent reading, fitting and denoising, and the model's
-    self-supervised quality estimate (also written into the MRC labels).
+    self-supervised quality estimate.
     """
     started = time.perf_counter()
     config = config or NMSGConfig.preset("fast")
-    output = check_output_path(output, protect=(input_path,))
+    zarr_out = is_zarr(output)
+    output = check_output_path(output, (input_path,), suffixes=MRC_SUFFIXES + ZARR_SUFFIXES)
+    if zarr_out:
+        check_zarr_output(output, (input_path,))
+    elif levels != 1:
+        raise InputError(f"--levels {levels} needs an OME-Zarr (.zarr) output, not {output.name}")
+    if voxel_size is not None and not voxel_size > 0:
+        raise InputError(f"--voxel-size {voxel_size:g} must be positive")
     if save_model:
         check_output_path(save_model, protect=(input_path,), suffixes=MODEL_SUFFIXES)
-    tomo = read_volume(input_path)
+    tomo = read_volume(input_path, level=level)
+    shape = tomo.data.shape
+    if zarr_out:
+        pyramid_shapes(shape, levels)  # too many levels: refused before any work
+    record = dict(input_record or file_fingerprint(input_path))
+    if not record.get("blake2b"):
+        record["blake2b"] = file_digest(input_path)  # one streaming read of the input
     seconds = {"read": time.perf_counter() - started}
     given = model is not None
+    written = (voxel_size,) * 3 if voxel_size is not None else tomo.voxel_size
+    made: dict[str, Any] = {}
 
     with contextlib.ExitStack() as outputs:
 
@@ -95,13 +140,20 @@ def denoise_file(
             seconds["fit"] = 0.0 if given else time.perf_counter() - started - seconds["read"]
             if save_model and not given:
                 _save_model(fitted, save_model)
-            labels = (f"napari-nmsg {__version__}: denoised {Path(input_path).name}",)
-            if fitted.quality is not None:
-                labels += (quality_label(fitted.quality),)
-            file = mrc_output(
-                output, tomo.data.shape, tomo.voxel_size, tomo.origin,
-                protect=(input_path,), labels=labels,
+            made["provenance"] = build_provenance(
+                fitted, inference_settings(fitted.config, overrides), input_path=input_path,
+                input_blake2b=record["blake2b"], fitted_here=not given,
+                input_voxel_size=tomo.voxel_size, voxel_size=written,
+                voxel_size_given=voxel_size is not None,
+                level=tomo.metadata.get("ome_zarr", {}).get("level"),
             )  # fmt: skip
+            if zarr_out:
+                attrs = {ATTRS_KEY: made["provenance"]}
+                file = zarr_output(output, shape, written, tomo.origin, protect=(input_path,),
+                                   levels=levels, attrs=attrs)  # fmt: skip
+            else:
+                file = mrc_output(output, shape, written, tomo.origin, protect=(input_path,),
+                                  labels=mrc_labels(made["provenance"]))  # fmt: skip
             return outputs.enter_context(file)
 
         result = run_events(
@@ -109,17 +161,15 @@ def denoise_file(
             on_event,
         )
     seconds["denoise"] = time.perf_counter() - started - seconds["read"] - seconds["fit"]
-    return seconds, result.model.quality
-
-
-def quality_label(quality: QualityEstimate) -> str:
-    """The estimate in one MRC label (80 characters at most)."""
-    flags = "".join(
-        f"; {name}"
-        for name, on in (("fell back", quality.fell_back), ("over-smoothed", quality.over_smoothed))
-        if on
+    provenance = made["provenance"]
+    sidecar = sidecar_payload(
+        input={"path": str(input_path), **record},
+        output={"path": output.name, "size": stored_size(output)},
+        **(sidecar_fields or {}),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=seconds,
+        quality_estimate=provenance["quality_estimate"],
+        provenance=provenance,
     )
-    return (
-        f"nmsg estimate {quality.gain_over_gaussian_db:+.2f} dB vs Gaussian "
-        f"sigma {quality.gaussian_sigma:g}{flags}"
-    )[:80]
+    write_json_atomic(sidecar_path(output), sidecar)
+    return seconds, result.model.quality

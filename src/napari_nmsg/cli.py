@@ -15,6 +15,8 @@ from tqdm import tqdm
 
 from ._api import denoise_file
 from ._version import __version__
+from .batch.inputs import OUTPUT_FORMATS
+from .batch.resume import sidecar_path
 from .engine import (
     PRESETS,
     NMSGConfig,
@@ -27,7 +29,9 @@ from .engine import (
 from .engine.config import DECLARED, SETTINGS
 from .engine.settings import Declared
 from .errors import InputError, OutputError, SettingsError
-from .io import read_volume, write_mrc
+from .io import Tomogram, read_volume, write_mrc
+from .provenance import voxel_size_note
+from .zarr_io import parse_level
 
 STAGE_NAMES = {
     "noise-patches": "noise patches",
@@ -84,6 +88,47 @@ def at_least(minimum: float, kind: type = int) -> Callable[[str], Any]:
 
     parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
+
+
+def level_option(text: str) -> str:
+    """``--level``: a level number or a voxel size such as 8A, checked before anything runs."""
+    try:
+        parse_level(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_io_options(parser: argparse.ArgumentParser, *, output: bool = True) -> Any:
+    """Which level of an OME-Zarr input to read and, with ``output``, how to write; returns
+    the option group."""
+    group = parser.add_argument_group("input and output (not method settings)")
+    group.add_argument(
+        "--level", type=level_option, metavar="N|SIZE",
+        help="OME-Zarr input: the level to read, by number or by voxel size (8A: the level "
+        "nearest 8 Å) (default: 0)",
+    )  # fmt: skip
+    if not output:
+        return group
+    group.add_argument(
+        "--levels", type=at_least(1), default=1, metavar="N",
+        help="OME-Zarr output: pyramid levels, each 2x smaller than the one above (default: 1)",
+    )  # fmt: skip
+    group.add_argument(
+        "--voxel-size", type=at_least(1e-3, float), metavar="Å",
+        help="write this voxel size instead of the input's (default: the input's)",
+    )  # fmt: skip
+    return group
+
+
+def describe_input(path: str, tomo: Tomogram, voxel_size: float | None) -> None:
+    """Say which OME-Zarr level is read and where the voxel size written comes from."""
+    level = tomo.metadata.get("ome_zarr")
+    if level:
+        print(f"input: level {level['level']} of {level['levels']} of {Path(path).name}")
+    note = voxel_size_note(tomo.voxel_size, voxel_size)
+    if note:
+        print(note)
 
 
 def flag_of(name: str) -> str:
@@ -157,7 +202,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_learn_noise(args: argparse.Namespace) -> int:
-    tomo = read_volume(args.input)
+    tomo = read_volume(args.input, level=args.level)
     config = config_from_args(args)
     bars = ProgressBars(args.quiet)
     learned = run_events(iter_learn_noise(tomo.data, config), bars)
@@ -175,14 +220,18 @@ def cmd_learn_noise(args: argparse.Namespace) -> int:
 
 def cmd_denoise(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    # lazy (a header, or the store's metadata): the notes come before the long run
+    describe_input(args.input, read_volume(args.input, level=args.level), args.voxel_size)
     bars = ProgressBars(args.quiet)
     model = load_model(args.model) if args.model else None
     _, quality = denoise_file(
         args.input, args.output, config_from_args(args), model,
         overrides=given_settings(args), on_event=bars, save_model=args.save_model,
+        level=args.level, levels=args.levels, voxel_size=args.voxel_size,
     )  # fmt: skip
     bars.close()
-    print(f"wrote {args.output} in {time.perf_counter() - started:.1f} s")
+    print(f"wrote {args.output} and its provenance {sidecar_path(Path(args.output)).name} in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     if quality is not None:
         print(f"quality: {quality.summary()}")
     return 0
@@ -217,6 +266,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from .batch import FAILED_EXIT_CODE, denoise_many
 
     inputs = list(args.inputs) + [f"@{name}" for name in args.list or ()]
+    if args.voxel_size is not None:
+        print(f"voxel size: writing {args.voxel_size:g} Å into every output, as given by "
+              "--voxel-size")  # fmt: skip
     summary = denoise_many(
         inputs,
         args.outdir,
@@ -229,6 +281,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         torch_threads=args.torch_threads,
         memory_limit=args.memory_limit,
         quiet=args.quiet,
+        level=args.level,
+        levels=args.levels,
+        voxel_size=args.voxel_size,
+        output_format=args.output_format,
     )
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts().items() if n)
     print(f"{counts} in {summary.wall_seconds:.1f} s; summary in {summary.outdir / 'summary.json'}")
@@ -254,18 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("learn-noise", help="fit a noise model and report its fidelity")
-    p.add_argument("input", help="tomogram (.mrc/.rec/.map/.tif)")
+    p.add_argument("input", help="tomogram (.mrc/.rec/.map/.tif, or OME-Zarr .zarr)")
     p.add_argument("--samples", help="write generated noise patches to this .mrc")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_io_options(p, output=False)
     add_config_options(p)
     p.set_defaults(func=cmd_learn_noise)
 
     p = sub.add_parser("denoise", help="denoise a tomogram (fits a model unless --model)")
-    p.add_argument("input", help="tomogram (.mrc/.rec/.map/.tif)")
-    p.add_argument("-o", "--output", required=True, help="output .mrc (never the input)")
+    p.add_argument("input", help="tomogram (.mrc/.rec/.map/.tif, or OME-Zarr .zarr)")
+    p.add_argument(
+        "-o", "--output", required=True, help="output .mrc, or .zarr for OME-Zarr (never the input)"
+    )
     p.add_argument("--model", help="use this saved model instead of fitting one")
     p.add_argument("--save-model", help="save the fitted model here (.pt)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_io_options(p)
     add_config_options(p)
     p.set_defaults(func=cmd_denoise)
 
@@ -276,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         "skips finished outputs; a tomogram that fails is reported and the others go on "
         "(exit code 3 if any failed). summary.json / summary.csv go into OUTDIR.",
     )
-    p.add_argument("inputs", nargs="*", help="tomograms, globs ('tomos/*.mrc') or @list.txt")
+    p.add_argument(
+        "inputs", nargs="*", help="tomograms (.zarr too), globs ('tomos/*.mrc') or @list.txt"
+    )
     p.add_argument("-o", "--outdir", required=True, help="output folder (created if needed)")
     p.add_argument("--list", action="append", metavar="FILE", help="file with one path per line")
     mode = p.add_mutually_exclusive_group()
@@ -289,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, help="torch threads per task (default: auto)")
     p.add_argument("--memory-limit", help="per local worker, e.g. 8GB; 0 turns Dask's off")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_io_options(p).add_argument(
+        "--output-format", choices=OUTPUT_FORMATS, default="mrc",
+        help="mrc: the input's MRC suffix, else .mrc; zarr: OME-Zarr <name>.zarr (default: mrc)",
+    )  # fmt: skip
     add_config_options(p)
     p.set_defaults(func=cmd_batch)
 

@@ -1,4 +1,5 @@
-"""Read and write tomograms (MRC family via mrcfile, TIFF via tifffile).
+"""Read and write tomograms (MRC family via mrcfile, TIFF via tifffile; OME-Zarr in
+``zarr_io``).
 
 Arrays are ``(Z, Y, X)``; voxel sizes and origins are ``(z, y, x)`` in Å. MRC files are
 memory-mapped so multi-GB volumes are never loaded whole. Writes are atomic (temporary file
@@ -24,13 +25,18 @@ from .mapped_pages import release_mapped_pages
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
 TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIXES = (".zarr",)
 MODEL_SUFFIXES = (".pt", ".pth")
 _STATS_VOXELS = 1 << 23  # voxels per slab when computing header statistics
 
 
 @dataclass
 class Tomogram:
-    """A volume with the physical metadata that must survive denoising."""
+    """A volume with the physical metadata that must survive denoising.
+
+    ``data`` is a numpy array, a memory map or (OME-Zarr) a zarr array: anything with
+    ``shape``, ``dtype``, ``ndim`` and numpy slicing that returns numpy arrays.
+    """
 
     data: np.ndarray
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -54,6 +60,12 @@ def _header_dict(header: np.recarray) -> dict[str, Any]:
     return out
 
 
+def _decimal(value: np.floating) -> float:
+    """A float32 header value as the shortest decimal that is that float32 (13.48, not
+    13.479999542236328): the value its writer meant, and what the outputs' metadata says."""
+    return float(str(np.float32(value)))
+
+
 def read_mrc(path: str | os.PathLike) -> Tomogram:
     """Memory-map an MRC file; slightly broken headers are accepted with a warning."""
     path = Path(path)
@@ -72,8 +84,8 @@ def read_mrc(path: str | os.PathLike) -> Tomogram:
     header = mrc.header
     voxel = mrc.voxel_size
     # 0 means unknown (IsoNet writes such files): kept, so that outputs say so too
-    voxel_size = tuple(max(float(v), 0.0) for v in (voxel.z, voxel.y, voxel.x))
-    origin = tuple(float(header.origin[a]) for a in ("z", "y", "x"))
+    voxel_size = tuple(max(_decimal(v), 0.0) for v in (voxel.z, voxel.y, voxel.x))
+    origin = tuple(_decimal(header.origin[a]) for a in ("z", "y", "x"))
     metadata = {"mrc_header": _header_dict(header), "source": str(path)}
     return Tomogram(mrc.data, voxel_size, origin, metadata)
 
@@ -100,9 +112,18 @@ def read_tiff(path: str | os.PathLike) -> Tomogram:
     return Tomogram(data, voxel_size, (0.0, 0.0, 0.0), {"source": str(path)})
 
 
-def read_volume(path: str | os.PathLike) -> Tomogram:
-    """Read an MRC-family or TIFF tomogram by its suffix."""
+def read_volume(path: str | os.PathLike, level: int | str | None = None) -> Tomogram:
+    """Read an MRC-family or TIFF tomogram by its suffix, or one level of an OME-Zarr store
+    (``level``, OME-Zarr only: a number or a voxel size such as ``"8A"``; default 0)."""
     path = Path(path)
+    if path.suffix.lower() in ZARR_SUFFIXES:
+        from .zarr_io import read_zarr  # imports zarr: only when a store is opened
+
+        if not path.is_dir():
+            raise InputError(f"cannot read {path}: no such OME-Zarr folder")
+        return read_zarr(path, 0 if level is None else level)
+    if level is not None:
+        raise InputError(f"--level applies to OME-Zarr (.zarr) inputs only, not {path.name}")
     if not path.is_file():
         raise InputError(f"cannot read {path}: no such file")
     if not os.access(path, os.R_OK):
@@ -114,7 +135,7 @@ def read_volume(path: str | os.PathLike) -> Tomogram:
         return read_tiff(path)
     raise InputError(
         f"cannot read {path}: unknown suffix {suffix!r} (use one of "
-        f"{', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)})"
+        f"{', '.join(MRC_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES)})"
     )
 
 
@@ -142,6 +163,14 @@ def check_output_path(
     return path
 
 
+def usual_mode(bits: int) -> int:
+    """``bits`` less the process umask: the mode a plain create gives (``mkstemp`` and
+    ``mkdtemp`` make private entries, 0600 and 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return bits & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; rename it into place only on success."""
@@ -149,10 +178,7 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
-        # mkstemp makes the file private (0600); give it the usual umask-based mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, usual_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

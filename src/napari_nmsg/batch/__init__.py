@@ -8,15 +8,19 @@
 * ``fit_on=N``: one model is fitted on N of the tomograms (``engine.iter_fit_denoiser_many``),
   saved into the output folder, then applied to all of them.
 
-Resuming: each output is written atomically (``io.mrc_output``) and then gets a sidecar
-``<output>.nmsg.json`` (also atomic) recording the input's size, mtime and BLAKE2b content
-hash, the settings and the package version. A re-run skips an input when its sidecar
-matches: first by size + mtime (no file is read, like ``rsync``'s quick check), and if only
-the mtime differs by re-hashing the input on the worker (a touched or copied file with the
-same bytes is not redone). Anything else (no sidecar, no output, other settings, other
-content) is done again. Temporary ``.<name>.XXXX.part`` files left by a killed run are
-removed at the start of the next one, which holds a lock on the output folder so that two
-runs never write into the same folder at once.
+Inputs may be MRC, TIFF or OME-Zarr (``.zarr`` folders); outputs are MRC, or OME-Zarr with
+``output_format="zarr"``.
+
+Resuming: each output is written atomically (``io.mrc_output``, ``zarr_io.zarr_output``)
+and then gets a sidecar ``<output>.nmsg.json`` (also atomic) recording the input's size,
+mtime and BLAKE2b content hash, the settings, the package version and the output's
+provenance. A re-run skips an input when its sidecar matches: first by size + mtime (no
+file is read, like ``rsync``'s quick check; for a ``.zarr`` folder over all its files),
+and if only the mtime differs by re-hashing the input on the worker (a touched or copied
+file with the same bytes is not redone). Anything else (no sidecar, no output, other
+settings, other content) is done again. Temporary ``.<name>.XXXX.part`` files (folders for
+OME-Zarr) left by a killed run are removed at the start of the next one, which holds a lock
+on the output folder so that two runs never write into the same folder at once.
 
 Failure isolation: a task that raises (unreadable file, bad volume, ...) is reported with
 its error; the others finish. ``summary.json`` and ``summary.csv`` in the output folder list
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..errors import InputError, OutputError
+from ..zarr_io import parse_level
 from .cluster import LazyClient, local_cluster_size, run_tasks, shared_model
 from .inputs import (
     SHARED_MODEL_NAME,
@@ -53,6 +58,8 @@ from .tasks import _memory_facts as _memory_facts  # for the test that imports w
 
 if TYPE_CHECKING:
     from ..engine import NMSGConfig
+
+_IO_DEFAULTS = {"level": None, "levels": 1, "voxel_size": None}
 
 __all__ = [
     "FAILED_EXIT_CODE",
@@ -82,6 +89,10 @@ def denoise_many(
     torch_threads: int | None = None,
     memory_limit: str | float | None = None,
     quiet: bool = False,
+    level: int | str | None = None,
+    levels: int = 1,
+    voxel_size: float | None = None,
+    output_format: str = "mrc",
 ) -> BatchSummary:
     """Denoise every input tomogram into ``outdir`` on a Dask cluster; resumable.
 
@@ -94,8 +105,11 @@ def denoise_many(
     ``LocalCluster`` of ``n_workers`` workers (default: one per GPU, or ``cores // 2``) is
     started for the run. ``torch_threads``: torch threads per task (default: the worker's
     cores divided by its task slots). ``memory_limit``: per local worker (Dask syntax; 0
-    disables Dask's memory policing). Returns a ``BatchSummary``, also written as
-    ``summary.json`` / ``summary.csv``; failures are reported there, not raised.
+    disables Dask's memory policing). ``level``: which level of the OME-Zarr inputs to
+    read (a number or a voxel size such as ``"8A"``; default 0). ``output_format``:
+    ``"mrc"`` or ``"zarr"`` (OME-Zarr with ``levels`` pyramid levels). ``voxel_size``: Å
+    written into every output instead of the input's. Returns a ``BatchSummary``, also
+    written as ``summary.json`` / ``summary.csv``; failures are reported there, not raised.
     """
     from ..engine import NMSGConfig, load_model
     from ..engine.config import INFERENCE_FIELDS, inference_settings
@@ -105,6 +119,14 @@ def denoise_many(
         raise InputError("use either a saved model or --fit-on, not both")
     if fit_on is not None and fit_on < 1:
         raise InputError(f"--fit-on needs a positive number of tomograms, not {fit_on}")
+    if levels != 1 and output_format != "zarr":
+        raise InputError(f"--levels {levels} needs --output-format zarr")
+    if levels < 1:
+        raise InputError(f"--levels {levels} must be at least 1")
+    if voxel_size is not None and not voxel_size > 0:
+        raise InputError(f"--voxel-size {voxel_size:g} must be positive")
+    if level is not None:
+        parse_level(level)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     config = config or NMSGConfig.preset("fast")
@@ -116,7 +138,7 @@ def denoise_many(
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(exc.errno, f"cannot create {outdir}: {exc.strerror}") from exc
-    items = plan(paths, outdir)
+    items = plan(paths, outdir, output_format)
     mode = "model" if model else "fit-on" if fit_on else "self"
     summary = BatchSummary(outdir, mode, items)
     say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
@@ -134,7 +156,7 @@ def denoise_many(
                 settings = {"mode": "model", "model_blake2b": file_digest(model_path)}
             elif mode == "fit-on":
                 model_path = str(outdir / SHARED_MODEL_NAME)
-                fitted = shared_model(paths, fit_on, model_path, config, client, say)
+                fitted = shared_model(paths, fit_on, model_path, config, client, say, level)
                 summary.shared_model = fitted
                 if fitted.get("error"):
                     for item in items:
@@ -145,13 +167,17 @@ def denoise_many(
                 settings = {"mode": "self", "config": config_key(config)}
             inference = inference_settings(applied, overrides)
             settings["inference"] = {k: getattr(inference, k) for k in INFERENCE_FIELDS}
+            io = {"level": level, "levels": levels, "voxel_size": voxel_size}
+            changed = {k: v for k, v in io.items() if v != _IO_DEFAULTS[k]}
+            if changed:  # only then: the outputs of earlier runs stay valid
+                settings["io"] = changed
             summary.settings = settings | {"package_version": __version__}
             digest = settings_digest(summary.settings)
             todo = unfinished(items, digest)
             if todo:
                 run_tasks(
                     items, todo, client, config, summary.settings, digest, model_path,
-                    dict(overrides or {}), quiet,
+                    dict(overrides or {}), quiet, io,
                 )  # fmt: skip
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc}"

@@ -138,8 +138,10 @@ def shared_model(
     config: NMSGConfig,
     client: LazyClient,
     say: Callable[[str], None],
+    level: int | str | None = None,
 ) -> dict[str, Any]:
-    """Reuse the shared model in the output folder if it fits these settings, else fit it."""
+    """Reuse the shared model in the output folder if it fits these settings, else fit it
+    (on ``level`` of the OME-Zarr inputs)."""
     chosen = fit_on_selection(paths, fit_on)
     fit_inputs = []
     for path in chosen:
@@ -152,6 +154,8 @@ def shared_model(
         "fit_inputs": fit_inputs,
         "package_version": __version__,
     }
+    if level is not None:  # only then: earlier shared models stay reusable
+        settings["level"] = level
     digest = settings_digest(settings)
     sidecar = read_sidecar(sidecar_path(Path(model_path)))
     if (
@@ -170,6 +174,7 @@ def shared_model(
         model_path,
         config.to_dict(),
         threads,
+        level,
         key=f"nmsg-fit-on-{uuid.uuid4().hex[:8]}",
         pure=False,
     )
@@ -197,8 +202,10 @@ def run_tasks(
     model_path: str | None,
     overrides: dict[str, Any],
     quiet: bool,
+    io: dict[str, Any] | None = None,
 ) -> None:
-    """Run one task per ``todo`` item on the cluster and fill in the items as they finish."""
+    """Run one task per ``todo`` item on the cluster and fill in the items as they finish.
+    ``io``: ``denoise_file``'s level, levels and voxel_size for every item."""
     from distributed import as_completed
 
     dask_client, _, threads = client()
@@ -210,7 +217,7 @@ def run_tasks(
         for i in todo:
             job = Job(
                 i, items[i].input, items[i].output, config.to_dict(), settings, digest,
-                model_path, threads, overrides,
+                model_path, threads, overrides, dict(io or {}),
             )  # fmt: skip
             future = dask_client.submit(run_job, job, key=f"nmsg-{run}-{i}", pure=False)
             futures[future] = i

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import glob
 import os
+import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -53,8 +54,14 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
     return list(unique)
 
 
-def output_path(input_path: Path, outdir: Path) -> Path:
-    """The output for an input: same name in ``outdir`` (``.mrc`` for non-MRC inputs)."""
+OUTPUT_FORMATS = ("mrc", "zarr")
+
+
+def output_path(input_path: Path, outdir: Path, output_format: str = "mrc") -> Path:
+    """The output for an input: same name in ``outdir``; as MRC, with the input's suffix
+    if it is an MRC one and ``.mrc`` otherwise, or as an OME-Zarr ``.zarr`` store."""
+    if output_format == "zarr":
+        return outdir / (input_path.stem + ".zarr")
     suffix = input_path.suffix if input_path.suffix.lower() in MRC_SUFFIXES else ".mrc"
     return outdir / (input_path.stem + suffix)
 
@@ -66,12 +73,14 @@ def fit_on_selection(inputs: Sequence[Path], n: int) -> list[Path]:
     return [inputs[(i * len(inputs)) // n] for i in range(n)]
 
 
-def plan(inputs: Sequence[Path], outdir: Path) -> list[ItemResult]:
+def plan(inputs: Sequence[Path], outdir: Path, output_format: str = "mrc") -> list[ItemResult]:
     """One pending item per input; refuses two inputs with one output, or an output that
     would replace its input, before any work."""
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"--output-format {output_format!r}: choose one of {OUTPUT_FORMATS}")
     items, seen = [], {}
     for path in inputs:
-        out = output_path(path, outdir)
+        out = output_path(path, outdir, output_format)
         if out in seen:
             raise InputError(
                 f"{seen[out]} and {path} would both be written to {out}; rename one or run "
@@ -138,7 +147,8 @@ def _try_lock(handle: IO[str]) -> bool:
 
 
 def remove_stale_temp_files(outdir: Path, names: Iterable[str]) -> int:
-    """Remove ``.<name>.XXXX.part`` files (left by a killed run) for our own output names."""
+    """Remove ``.<name>.XXXX.part`` files, or folders of unfinished OME-Zarr stores (left
+    by a killed run), for our own output names."""
     ours = set(names)
     removed = 0
     for entry in os.scandir(outdir):
@@ -147,6 +157,9 @@ def remove_stale_temp_files(outdir: Path, names: Iterable[str]) -> int:
         name = entry.name[1 : -len(".part")].rsplit(".", 1)[0]
         if name in ours:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed += 1
     return removed

@@ -2,6 +2,10 @@
 
 A sidecar ``<output>.nmsg.json`` records the input's size, mtime and BLAKE2b content hash
 and the digest of the settings; an input is skipped when its sidecar still matches.
+
+An OME-Zarr input or output is a folder of chunk files. Its fingerprint is over every file
+and folder in it: the total size, the newest mtime and their number (the folder's own size
+and mtime see no chunk rewritten in place); its digest reads every file in path order.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,18 +34,54 @@ def sidecar_path(output: Path) -> Path:
     return output.with_name(output.name + SIDECAR_SUFFIX)
 
 
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def _tree(folder: Path) -> list[Path]:
+    """Every file and folder under ``folder``, in a fixed (sorted) order."""
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=_raise):
+        dirs.sort()
+        found += [Path(root, name) for name in (*dirs, *sorted(files))]
+    return found
+
+
 def file_fingerprint(path: str | os.PathLike) -> dict[str, int]:
-    """Size and modification time (ns): the cheap check, no byte of the file is read."""
+    """Size and modification time (ns): the cheap check, no byte of the file is read.
+
+    For a folder (an OME-Zarr store): the total size of its files, the newest mtime of
+    anything in it, and the number of files and folders.
+    """
     st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if not stat.S_ISDIR(st.st_mode):
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    size, newest, entries = 0, st.st_mtime_ns, 0
+    for entry in _tree(Path(path)):
+        est = entry.stat()
+        size += est.st_size if stat.S_ISREG(est.st_mode) else 0
+        newest, entries = max(newest, est.st_mtime_ns), entries + 1
+    return {"size": size, "mtime_ns": newest, "entries": entries}
+
+
+def stored_size(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of all the files of a folder store."""
+    return file_fingerprint(path)["size"]
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """BLAKE2b of the whole file, streamed in 1 MiB chunks (bounded memory)."""
+    """BLAKE2b of the whole file, streamed in 1 MiB chunks (bounded memory); of a folder,
+    of each file's relative path and bytes in turn."""
     h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            h.update(chunk)
+    path = Path(path)
+    files = [p for p in _tree(path) if p.is_file()] if path.is_dir() else [path]
+    for file in files:
+        if file != path:  # name and length first: a chunk renamed is another array
+            name = file.relative_to(path).as_posix().encode()
+            h.update(name + b"\0" + file.stat().st_size.to_bytes(8, "little"))
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -107,7 +148,7 @@ def sidecar_matches(
     if not sidecar or sidecar.get("settings_digest") != digest:
         return False
     try:
-        if output.stat().st_size != sidecar["output"]["size"]:
+        if stored_size(output) != sidecar["output"]["size"]:
             return False
     except (OSError, KeyError, TypeError):
         return False

@@ -13,19 +13,19 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..io import read_volume
+from ..provenance import voxel_size_note
+from ..zarr_io import is_zarr
 from .resume import (
     file_digest,
     file_fingerprint,
     read_sidecar,
     sidecar_matches,
     sidecar_path,
-    sidecar_payload,
     write_json_atomic,
 )
 
@@ -48,6 +48,12 @@ class Job:
     model: str | None = None
     torch_threads: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    io: dict[str, Any] = field(default_factory=dict)  # denoise_file's level, levels, voxel_size
+
+
+def zarr_level(path: str, level: int | str | None) -> int | str | None:
+    """The batch's ``--level`` is for its OME-Zarr inputs; a list may mix them with MRC."""
+    return level if is_zarr(path) else None
 
 
 def usable_cores() -> int:
@@ -143,21 +149,19 @@ def run_job(job: Job) -> dict[str, Any]:
                 write_json_atomic(sidecar, old)
                 record["status"] = "skipped"
             else:
+                options = job.io | {"level": zarr_level(job.input, job.io.get("level"))}
+                if options.get("voxel_size") is None:  # a given one the driver says once
+                    tomo = read_volume(job.input, level=options["level"])  # lazy: the header
+                    note = voxel_size_note(tomo.voxel_size, None)
+                    if note:
+                        warnings.warn(note, stacklevel=1)
                 model = load_model(job.model) if job.model else None
-                spent, quality = denoise_file(
-                    job.input, output, config, model, overrides=job.overrides
-                )
+                spent, _ = denoise_file(
+                    job.input, output, config, model, overrides=job.overrides, **options,
+                    input_record={**fingerprint, "blake2b": content},
+                    sidecar_fields={"settings": job.settings, "settings_digest": job.digest},
+                )  # fmt: skip
                 seconds.update(spent)
-                payload = sidecar_payload(
-                    input={"path": job.input, **fingerprint, "blake2b": content},
-                    output={"path": output.name, "size": output.stat().st_size},
-                    settings=job.settings,
-                    settings_digest=job.digest,
-                    finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    seconds=seconds,
-                    quality_estimate=quality.to_dict() if quality else None,
-                )
-                write_json_atomic(sidecar, payload)
                 record["status"] = "done"
         except Exception as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"
@@ -169,7 +173,11 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 def run_fit_job(
-    inputs: list[str], model_path: str, config: dict[str, Any], torch_threads: int | None
+    inputs: list[str],
+    model_path: str,
+    config: dict[str, Any],
+    torch_threads: int | None,
+    level: int | str | None = None,
 ) -> dict[str, Any]:
     """Fit one model on several tomograms and save it (a Dask task; raises on failure)."""
     from ..engine import NMSGConfig, iter_fit_denoiser_many, run_events, save_model
@@ -180,7 +188,7 @@ def run_fit_job(
     volumes, used, unusable = [], [], {}
     for path in inputs:
         try:
-            data = read_volume(path).data
+            data = read_volume(path, level=zarr_level(path, level)).data
             validate_volume(data)
         except InputError as exc:
             unusable[path] = str(exc)
