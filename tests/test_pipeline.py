@@ -155,3 +155,34 @@ def test_a_given_model_denoises_with_its_own_inference_settings(small_tomogram):
     )
     assert not np.array_equal(one_pass.output, own)
     assert run_events(iter_run(volume, NMSGConfig(), model=model)).model is model
+
+
+def test_previews_of_a_wide_plane_show_its_centre():
+    from napari_nmsg.engine.previews import PREVIEW_PLANE, slab_region
+    from napari_nmsg.engine.volume import Normalisation, NormalisedVolume
+
+    source = NormalisedVolume(np.zeros((20, 500, 90), np.float32), Normalisation(0, 1, 0))
+    shown, _, inner = slab_region(10, source, NMSGConfig(), 4)
+    assert shown[1] == slice((500 - PREVIEW_PLANE) // 2, (500 - PREVIEW_PLANE) // 2 + PREVIEW_PLANE)
+    assert shown[2] == slice(0, 90)  # narrower than the bound: whole
+    assert [i.stop - i.start for i in inner] == [s.stop - s.start for s in shown]
+
+
+def test_slow_previews_are_spaced_to_a_tenth_of_the_time(monkeypatch):
+    from napari_nmsg.engine import previews
+
+    clock = [0.0]
+    monkeypatch.setattr(previews.time, "perf_counter", lambda: clock[0])
+    budget = previews.PreviewBudget()
+
+    def preview(seconds: float):
+        clock[0] += seconds
+        yield "preview"
+
+    assert budget.due() and list(budget.spend(preview(0.1))) == ["preview"]
+    assert budget.due()  # cheap previews are never skipped
+    list(budget.spend(preview(2.0)))
+    clock[0] += 17.9
+    assert not budget.due()  # 2 s of preview wants 18 s of training first
+    clock[0] += 0.2
+    assert budget.due()

@@ -25,7 +25,7 @@ from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
 from .noise_learning import iter_learn_noise_from
 from .predictor import estimator, make_predictor, validated_estimator
-from .previews import PreviewPosition, iter_previews
+from .previews import PreviewBudget, PreviewPosition, iter_previews
 from .tiling import iter_predict_tiled
 from .train import iter_train, mixed_pairs, noise_model_pairs
 from .unet import UNet3D
@@ -105,9 +105,13 @@ def _iter_fit(
     first = sources[0]
     on_checkpoint = None
     if preview_position is not None:
+        budget = PreviewBudget()
 
         def on_checkpoint(net: UNet3D):
-            return iter_previews(net, (noise.noise_model, config), first, device, preview_position)
+            if not budget.due():
+                return iter(())
+            parts = (noise.noise_model, config)
+            return budget.spend(iter_previews(net, parts, first, device, preview_position))
 
     amplitudes = [_amplitude(source, noise, config, device) for source in sources]
     held_out = [held_out_rows(_rows(s), config.multiple) for s in sources]

@@ -1,8 +1,14 @@
 """Preview slabs during training: the current network applied around the slice the user
-is looking at, so the widget shows the denoising improve while it trains."""
+is looking at, so the widget shows the denoising improve while it trains.
+
+A preview costs as much as denoising its slab, which on a large tomogram is the cost of
+many training steps: its in-plane extent is bounded (the centre of the plane), and
+previews are skipped while they would take more than a tenth of the training time.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -18,17 +24,44 @@ from .unet import UNet3D
 from .volume import NormalisedVolume
 
 PreviewPosition = Callable[[], int | None]
+PREVIEW_PLANE = 384  # the largest in-plane extent of a preview slab, in voxels
+_PREVIEW_SHARE = 0.1  # of the wall time, at most, once a preview costs more than
+_FREE_S = 0.5  # seconds: cheaper previews are never skipped
+
+
+class PreviewBudget:
+    """Whether a preview is due: always while they are cheap, else once the training since
+    the last one took nine times as long as it did."""
+
+    def __init__(self) -> None:
+        self._cost = 0.0
+        self._ended = time.perf_counter()
+
+    def due(self) -> bool:
+        if self._cost <= _FREE_S:
+            return True
+        waited = time.perf_counter() - self._ended
+        return waited >= self._cost * (1 - _PREVIEW_SHARE) / _PREVIEW_SHARE
+
+    def spend(self, events: Iterator[Event]) -> Iterator[Event]:
+        """``events`` (one preview), timed."""
+        started = time.perf_counter()
+        yield from events
+        self._ended = time.perf_counter()
+        self._cost = self._ended - started
 
 
 def slab_region(
     position: int, source: NormalisedVolume, config: NMSGConfig, multiple: int
 ) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[slice, ...]]:
-    """(original-axes region shown, canonical window read with context, crop inside it)."""
+    """(original-axes region shown, canonical window read with context, crop inside it):
+    ``preview_depth`` slices around ``position``, the central ``PREVIEW_PLANE`` voxels of
+    the plane."""
     shape_original = source.raw.shape
     half = config.preview_depth // 2
     centre = int(np.clip(position, 0, shape_original[0] - 1))
     lo, hi = max(0, centre - half), min(shape_original[0], centre + half)
-    shown = (slice(lo, hi), slice(0, shape_original[1]), slice(0, shape_original[2]))
+    shown = (slice(lo, hi), *(_central(n, PREVIEW_PLANE) for n in shape_original[1:]))
     axis = source.normalisation.wedge_axis
     order = [axis] + [a for a in range(3) if a != axis]
     canonical = tuple(shown[a] for a in order)
@@ -41,6 +74,11 @@ def slab_region(
         slice(r.start - w.start, r.stop - w.start) for r, w in zip(canonical, window, strict=True)
     )
     return shown, window, inner
+
+
+def _central(extent: int, most: int) -> slice:
+    start = max(0, (extent - most) // 2)
+    return slice(start, min(extent, start + most))
 
 
 def iter_previews(
