@@ -69,3 +69,26 @@ def test_many_small_reads_of_a_mapped_volume_do_not_pile_up_in_rss(tmp_path, mon
 
     assert growth_mb(10_000) > 40  # never released: most of the file stays resident
     assert growth_mb(8) < 24  # released every 8 reads (the default scale: every 64)
+
+
+def test_looking_for_fill_keeps_few_pages_of_a_mapped_volume(tmp_path, monkeypatch):
+    """The X faces touch a page of every row: the search must give them back as it goes."""
+    from napari_nmsg.engine import volume as volume_module
+    from napari_nmsg.engine.fill import detect_fill
+
+    volume = np.random.default_rng(2).normal(size=(64, 512, 512)).astype(np.float32)  # 64 MB
+    write_mrc(tmp_path / "big.mrc", volume)
+    monkeypatch.setattr(volume_module, "_CHUNK_VOXELS", 4 * 512 * 512)  # slabs of 4 planes
+    data = read_volume(tmp_path / "big.mrc").data
+    release_mapped_pages(data)
+    before, peak = _rss_file_mb(), 0.0
+    real_release = release_mapped_pages
+
+    def release_and_watch(array):
+        nonlocal peak
+        peak = max(peak, _rss_file_mb() - before)
+        return real_release(array)
+
+    monkeypatch.setattr("napari_nmsg.engine.fill.release_mapped_pages", release_and_watch)
+    assert detect_fill(data) is None
+    assert 0 < peak < 24  # a slab's pages at a time, not the 64 MB file

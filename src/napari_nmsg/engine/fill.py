@@ -105,7 +105,9 @@ def _border_values(array: np.ndarray) -> tuple[float, ...]:
     depth, rows, cols = array.shape
     collect(np.asarray(array[:2]), (0,))
     collect(np.asarray(array[-2:]), (-1,))
-    for slab in _slabs(depth, 2 * max(rows, cols)):
+    # the X faces touch a page of every row: slabs sized by whole planes, so the pages of a
+    # memory-mapped volume are given back every ~64 MB, not after the whole file
+    for slab in _slabs(depth, rows * cols):
         lo, hi = max(0, slab.start - 1), min(depth, slab.stop + 1)
         own = slice(slab.start - lo, slab.stop - lo)  # the halo planes are not this slab's
         collect(np.asarray(array[lo:hi, :2]), (own, 0))
