@@ -55,8 +55,8 @@ def test_many_small_reads_of_a_mapped_volume_do_not_pile_up_in_rss(tmp_path, mon
     volume = np.random.default_rng(1).normal(size=(64, 512, 512)).astype(np.float32)  # 64 MB
     write_mrc(tmp_path / "big.mrc", volume)
 
-    def growth_mb(reads_between_releases: int) -> float:
-        monkeypatch.setattr(volume_module, "_RELEASE_READS", reads_between_releases)
+    def growth_mb(budget_mb: int) -> float:
+        monkeypatch.setattr(volume_module, "_RELEASE_BYTES", budget_mb << 20)
         data = read_volume(tmp_path / "big.mrc").data
         source = NormalisedVolume(data, Normalisation(0, 1, 0))
         release_mapped_pages(data)
@@ -67,8 +67,8 @@ def test_many_small_reads_of_a_mapped_volume_do_not_pile_up_in_rss(tmp_path, mon
             source.read((slice(z, z + 16), slice(y, y + 16), slice(x, x + 16)))
         return _rss_file_mb() - before
 
-    assert growth_mb(10_000) > 40  # never released: most of the file stays resident
-    assert growth_mb(8) < 24  # released every 8 reads (the default scale: every 64)
+    assert growth_mb(100_000) > 40  # never released: most of the file stays resident
+    assert growth_mb(16) < 24  # a 16 MB budget for this 64 MB file (the default: 128 MB)
 
 
 def test_looking_for_fill_keeps_few_pages_of_a_mapped_volume(tmp_path, monkeypatch):

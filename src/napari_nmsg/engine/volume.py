@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 
 MIN_EXTENT = 16
 _CHUNK_VOXELS = 1 << 24  # ~64 MB of float32 per pass over a big volume
-# A memory-mapped input's pages stay resident once read; they are given back after this
-# many reads or bytes. A 32³ training crop of a 1024-wide volume touches 1024 pages (4 MB).
-_RELEASE_READS, _RELEASE_BYTES = 64, 1 << 27
+# A memory-mapped input's pages stay resident once read; they are given back once the
+# reads since the last time may have mapped this much. Linux maps the 64 KiB around each
+# page fault (fault-around), so a 32³ crop of a 1024-wide volume maps about 1024 rows ×
+# 64 KiB = 64 MB, not the 128 KB it reads.
+_RELEASE_BYTES = 1 << 27
+_FAULT_AROUND_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class NormalisedVolume:
         self.fill = fill
         self.canonical = canonical_view(raw, normalisation.wedge_axis)
         self.shape: tuple[int, int, int] = tuple(self.canonical.shape)
-        self._unreleased = [0, 0]  # reads, bytes since the mapped pages were given back
+        self._unreleased = 0  # bytes the reads may have mapped since pages were given back
 
     def read(self, region: tuple[slice, ...] = (slice(None),) * 3) -> np.ndarray:
         """The normalised float32 values of a canonical region.
@@ -140,11 +143,11 @@ class NormalisedVolume:
         is not pulled into it by the end of training.
         """
         block = np.asarray(self.canonical[region], dtype=np.float32)
-        self._unreleased[0] += 1
-        self._unreleased[1] += block.nbytes
-        if self._unreleased[0] >= _RELEASE_READS or self._unreleased[1] >= _RELEASE_BYTES:
+        rows = block.size // max(1, block.shape[-1]) if block.ndim else 1
+        self._unreleased += max(block.nbytes, rows * _FAULT_AROUND_BYTES)
+        if self._unreleased >= _RELEASE_BYTES:
             release_mapped_pages(self.raw)
-            self._unreleased = [0, 0]
+            self._unreleased = 0
         norm = self.normalisation
         block = ((block - np.float32(norm.offset)) / np.float32(norm.scale)).astype(np.float32)
         if self.fill is not None:
