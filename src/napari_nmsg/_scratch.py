@@ -21,6 +21,7 @@ import mrcfile
 import numpy as np
 
 from .errors import OutputError
+from .io import reserve_disk_space
 
 SCRATCH_ENV = "NAPARI_NMSG_SCRATCH"  # overrides the default folder, e.g. a fast local disk
 
@@ -58,9 +59,7 @@ class ScratchFiles:
             self.folder.mkdir(parents=True, exist_ok=True)
             with mrcfile.new_mmap(path, shape=shape, mrc_mode=2) as mrc:
                 offset = mrc.header.nbytes + mrc.extended_header.nbytes
-            if hasattr(os, "posix_fallocate"):
-                with open(path, "r+b") as handle:
-                    os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+            reserve_disk_space(path)
             data = np.memmap(path, dtype=np.float32, mode="r+", offset=offset, shape=shape)
         except OSError as exc:
             with contextlib.suppress(OSError):

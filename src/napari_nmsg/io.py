@@ -245,6 +245,14 @@ def write_mrc(
     return path
 
 
+def reserve_disk_space(path: str | os.PathLike) -> None:
+    """Allocate the file's whole size now (where the OS can), so that a full disk fails
+    here with an ``OSError`` instead of a crash while writing through a memory map."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+
+
 @contextlib.contextmanager
 def mrc_output(
     path: str | os.PathLike,
@@ -265,9 +273,7 @@ def mrc_output(
         with atomic_path(path) as tmp:
             mrc = mrcfile.new_mmap(tmp, shape=shape, mrc_mode=2, overwrite=True)
             try:
-                if hasattr(os, "posix_fallocate"):
-                    with open(tmp, "r+b") as handle:
-                        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(tmp))
+                reserve_disk_space(tmp)
                 yield mrc.data
                 _set_mrc_metadata(mrc, voxel_size, origin, labels)
                 mrc.flush()
