@@ -32,7 +32,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, rss_now_mb, write_json
+from _common import (
+    DEFAULT_OUT,
+    log,
+    machine_info,
+    machine_markdown,
+    peak_rss_mb,
+    rss_now_mb,
+    write_json,
+)
 from _table import Column, render_table
 from out_of_core import write_big_mrc
 
@@ -93,19 +101,12 @@ def session(path: Path, steps: int | None, result_path: Path) -> None:
         "marks": marks,
         "stages": stages,
         "samples": samples,
-        "peak_rss_mb": _vm_hwm_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "output_is_memory_mapped": scratch is not None,
         "config": widget.config().to_dict(),
     }
     write_json(result_path, result)
     viewer.close()
-
-
-def _vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def summarise(result: dict[str, Any], tomogram_mb: float) -> dict[str, float]:
