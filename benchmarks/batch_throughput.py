@@ -1,14 +1,14 @@
-"""Throughput of ``denoise_many`` with 1 vs 2 local workers, and peak memory per worker.
+"""``nmsg batch`` against the same tomograms denoised one by one with ``nmsg denoise``.
 
-Simulates N tomograms (default 4 × 64³), denoises them with the fast preset (fewer steps by
-default so the run stays short on a small CPU machine) once per worker count, each into a
-fresh folder, and reports wall time (cluster start included), throughput, the ratio to the
-first worker count, per-task timings, and each worker process's peak RSS as measured by the
-task itself (``getrusage(RUSAGE_SELF).ru_maxrss``) plus its anonymous / file-backed RSS at the
-end of its last task. Numbers are ratios measured in one run on one machine: on shared or
-busy machines they move with the other load, so say which machine gave them.
+Side by side in one run on one machine, as a user would run them: N simulated tomograms
+(default 2 × 64³) are denoised by N ``nmsg denoise`` commands in a row, then by one
+``nmsg batch`` of all N (local Dask cluster, default workers), once per settings variant
+(default: the fast preset, and the fast preset with ``--steps 600``). Each command is timed
+from its start to its exit, Python start-up and imports included. The batch's per-task
+timings (fit, denoise) come from its summary.json; its overhead is its wall time minus the
+time its tasks took, per worker. Target: batch ≤ 1.1 × the singles' sum.
 
-    python benchmarks/batch_throughput.py --workers 1,2 --json results.json
+    python benchmarks/batch_throughput.py --json benchmarks/results/batch_throughput.json
 """
 
 from __future__ import annotations
@@ -16,34 +16,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from napari_nmsg import __version__
-from napari_nmsg.batch import denoise_many
-from napari_nmsg.engine import NMSGConfig
 from napari_nmsg.io import write_mrc
 from napari_nmsg.simulate import simulate_tomogram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import machine_info, machine_markdown
 from _table import Column, render_table
 
+TARGET_RATIO = 1.1
 COLUMNS = [
-    Column("workers", lambda r: r["workers"]),
-    Column("torch threads", lambda r: r["torch_threads"]),
-    Column("wall (s)", lambda r: r["wall_s"], ".1f"),
-    Column("tomo/min", lambda r: r["tomograms_per_min"], ".2f"),
-    Column("ratio", lambda r: r["throughput_ratio"], ".2f"),
-    Column("mean task (s)", lambda r: r["mean_task_s"]["total"], ".1f"),
-    Column(
-        "peak RSS/worker (MB)",
-        lambda r: ", ".join(f"{w['peak_rss_mb']:.0f}" for w in r["per_worker"].values()),
-    ),
+    Column("settings", lambda r: r["label"]),
+    Column("singles, sum (s)", lambda r: sum(r["single_s"]), ".1f"),
+    Column("each (s)", lambda r: ", ".join(f"{s:.1f}" for s in r["single_s"])),
+    Column("batch (s)", lambda r: r["batch_s"], ".1f"),
+    Column("batch / singles", lambda r: r["ratio"], ".2f"),
+    Column("workers × threads", lambda r: f"{r['workers']} × {r['torch_threads']}"),
+    Column("batch fit, mean (s)", lambda r: r["batch_fit_mean_s"], ".1f"),
+    Column("batch overhead (s)", lambda r: r["batch_overhead_s"], ".1f"),
+    Column("peak RSS/worker (MB)", lambda r: f"{r['peak_rss_mb']:.0f}"),
 ]
 
 
@@ -56,78 +56,95 @@ def simulate_inputs(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def measure(inputs: list[Path], outdir: Path, config: NMSGConfig, workers: int) -> dict:
+def timed(command: list[str]) -> float:
+    """Wall seconds of one command, run alone; its output is kept only if it fails."""
     started = time.perf_counter()
-    summary = denoise_many(inputs, outdir, config=config, n_workers=workers, quiet=True)
-    wall = time.perf_counter() - started
-    assert not summary.failed, [(i.input, i.error) for i in summary.failed]
-    per_worker: dict[str, dict] = {}
-    for item in summary.items:
-        facts = per_worker.setdefault(item.worker, {"tasks": 0, "peak_rss_mb": 0.0})
-        facts["tasks"] += 1
-        facts["peak_rss_mb"] = max(facts["peak_rss_mb"], item.peak_rss_mb)
-        facts["rss_anon_mb_end"] = item.rss_anon_mb
-        facts["rss_file_mb_end"] = item.rss_file_mb
-    mean = {
-        key: statistics.mean(i.seconds.get(key, 0.0) for i in summary.items)
-        for key in ("total", "fit", "denoise")
-    }
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def measure(inputs: list[Path], outdir: Path, label: str, options: list[str]) -> dict:
+    nmsg = [shutil.which("nmsg") or "nmsg"]
+    singles = [
+        timed([*nmsg, "denoise", str(path), "-o", str(outdir / f"single-{path.name}"),
+               *options, "-q"])
+        for path in inputs
+    ]  # fmt: skip
+    batch_out = outdir / "batch"
+    batch_s = timed([*nmsg, "batch", *map(str, inputs), "-o", str(batch_out), *options, "-q"])
+    items = json.loads((batch_out / "summary.json").read_text())["items"]
+    assert all(item["status"] == "done" for item in items), items
+    workers = {item["worker"] for item in items}
+    busiest = max(sum(i["seconds"]["total"] for i in items if i["worker"] == w) for w in workers)
     return {
-        "workers": workers,
-        "torch_threads": summary.items[0].torch_threads,
-        "wall_s": wall,
-        "tomograms_per_min": 60 * len(inputs) / wall,
-        "mean_task_s": mean,
-        "per_worker": per_worker,
+        "label": label,
+        "options": options,
+        "single_s": singles,
+        "batch_s": batch_s,
+        "ratio": batch_s / sum(singles),
+        "workers": len(workers),
+        "torch_threads": items[0]["torch_threads"],
+        "batch_task_s": [item["seconds"] for item in items],
+        "batch_fit_mean_s": sum(i["seconds"]["fit"] for i in items) / len(items),
+        "batch_overhead_s": batch_s - busiest,
+        "peak_rss_mb": max(item["peak_rss_mb"] for item in items),
     }
+
+
+def variants(text: str) -> list[tuple[str, list[str]]]:
+    """'default;--steps 600' -> [('default', []), ('--steps 600', ['--steps', '600'])]."""
+    chosen = []
+    for label in (part.strip() for part in text.split(";")):
+        chosen.append((label, [] if label == "default" else shlex.split(label)))
+    return chosen
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=4, help="tomograms (default 4)")
+    parser.add_argument("--n", type=int, default=2, help="tomograms (default 2)")
     parser.add_argument("--size", type=int, default=64, help="edge length (default 64)")
-    parser.add_argument("--workers", default="1,2", help="worker counts to compare")
-    parser.add_argument("--steps", type=int, default=20, help="training steps (fast: 300)")
-    parser.add_argument("--gan-steps", type=int, default=3, help="GAN steps (fast: 150)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
-    config = NMSGConfig.preset(
-        "fast", train_steps=args.steps, gan_steps=args.gan_steps, device=args.device
+    parser.add_argument(
+        "--variants",
+        default="--steps 600;default",
+        help="';'-separated nmsg options, 'default' for none (default: '--steps 600;default')",
     )
-    load_at_start = os.getloadavg()
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--markdown", help="also write the table here")
+    args = parser.parse_args()
+    machine = machine_info()
     runs = []
     with tempfile.TemporaryDirectory(prefix="nmsg-bench-") as tmp:
         inputs = simulate_inputs(Path(tmp) / "in", args.n, args.size)
-        for k, workers in enumerate(int(w) for w in args.workers.split(",")):
-            runs.append(measure(inputs, Path(tmp) / f"out{k}", config, workers))
-    base = runs[0]["tomograms_per_min"]
-    for run in runs:
-        run["throughput_ratio"] = run["tomograms_per_min"] / base
+        for k, (label, options) in enumerate(variants(args.variants)):
+            outdir = Path(tmp) / f"out{k}"
+            outdir.mkdir()
+            runs.append(measure(inputs, outdir, label, options))
+            print(render_table(runs[-1:], COLUMNS), flush=True)
+    machine["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    header = (
+        f"{args.n} × {args.size}³ simulated tomograms: `nmsg denoise` one after another vs "
+        f"one `nmsg batch` of all, target batch / singles ≤ {TARGET_RATIO}.\n\n"
+        + machine_markdown(machine, machine["load_avg_at_end"])
+    )
+    table = render_table(runs, COLUMNS)
+    print(header)
+    print(table)
     result = {
         "package_version": __version__,
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-            "platform": platform.platform(),
-        },
-        "settings": {
-            "n": args.n,
-            "size": args.size,
-            "steps": args.steps,
-            "gan_steps": args.gan_steps,
-            "device": args.device,
-        },
+        "machine": machine,
+        "settings": {"n": args.n, "size": args.size, "variants": args.variants},
+        "target_ratio": TARGET_RATIO,
         "runs": runs,
     }
-    print(f"{args.n} × {args.size}³, fast preset, {args.steps} train / {args.gan_steps} GAN "
-          f"steps, {result['machine']['cpus']} CPUs, load {load_at_start[0]:.1f} -> "
-          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(render_table(runs, COLUMNS))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        command = "python benchmarks/batch_throughput.py " + shlex.join(sys.argv[1:])
+        Path(args.markdown).write_text(f"{header}\n\n{table}\n\nMade by `{command}`.\n")
 
 
 if __name__ == "__main__":

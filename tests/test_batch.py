@@ -78,8 +78,12 @@ def batch(*args: str) -> int:
 def test_failure_is_isolated_and_reruns_resume(tmp_path, volumes, capsys):
     inputs = write_inputs(tmp_path / "in", volumes, 2, corrupt=True)
     out = tmp_path / "out"
+    names = ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")
+    environment = {name: os.environ.get(name) for name in names}
 
     assert batch(str(tmp_path / "in" / "*.mrc"), "-o", out) == 3
+    # Dask's nanny set these here to spawn its workers; later subprocesses must not inherit them
+    assert {name: os.environ.get(name) for name in names} == environment
     assert "bad.mrc" in capsys.readouterr().err
     for i in range(2):
         check_output(out / f"t{i}.mrc", volumes[i])
@@ -311,6 +315,38 @@ def test_local_cluster_size():
     assert workers == max(1, cores // 2) and threads == max(1, cores // workers)
     assert local_cluster_size(1, device="cpu") == (1, cores)
     assert local_cluster_size(5, device="cpu", n_workers=2) == (2, max(1, cores // 2))
+
+
+HEAP_PROBE = """
+import resource
+import numpy as np
+from napari_nmsg.batch.heap import tensor_friendly_heap
+
+def page_faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        np.ones(2**17).sum()  # allocates and frees 1 MiB, like a training step's tensors
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+fixed = page_faults()
+with tensor_friendly_heap():
+    page_faults()
+    friendly = page_faults()
+print(fixed, friendly, page_faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_tasks_undo_dasks_malloc_trim_threshold():
+    """With Dask's MALLOC_TRIM_THRESHOLD_, every 1 MiB array is a fresh mmap that faults in
+    256 pages; inside a task it comes from the heap, and the worker's setting comes back."""
+    env = os.environ | {"MALLOC_TRIM_THRESHOLD_": "65536"}
+    probe = subprocess.run(
+        [sys.executable, "-c", HEAP_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    fixed, friendly, restored = map(int, probe.stdout.split())
+    assert fixed >= 50 * 200 and restored >= 50 * 200
+    assert friendly < 50
 
 
 def test_task_that_raises_is_a_result(tmp_path):

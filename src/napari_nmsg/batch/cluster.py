@@ -73,15 +73,35 @@ def _client(
             yield client, None, None
         return
     workers, threads = local_cluster_size(n_tasks, device, n_workers)
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,  # one tomogram per worker; torch gets `threads` threads
-        processes=True,
-        memory_limit="auto" if memory_limit is None else memory_limit,
-        silence_logs=logging.ERROR,
-    )
-    with cluster, Client(cluster) as client:
-        yield client, workers, threads
+    with _driver_environment_kept():
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,  # one tomogram per worker; torch gets `threads` threads
+            processes=True,
+            memory_limit="auto" if memory_limit is None else memory_limit,
+            silence_logs=logging.ERROR,
+        )
+        with cluster, Client(cluster) as client:
+            yield client, workers, threads
+
+
+@contextlib.contextmanager
+def _driver_environment_kept() -> Iterator[None]:
+    """Dask's nanny writes its worker variables (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_)
+    into this process's environment before it spawns a worker; put them back afterwards, so
+    that what the caller starts later (an ``nmsg denoise`` subprocess) is not slowed."""
+    import dask
+
+    names = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED"}
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _dashboard(client: Any, local: bool) -> str | None:

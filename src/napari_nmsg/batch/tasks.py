@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..io import read_volume
 from ..provenance import voxel_size_note
 from ..zarr_io import is_zarr
+from .heap import tensor_friendly_heap
 from .resume import (
     file_digest,
     file_fingerprint,
@@ -124,6 +125,7 @@ def _announce(index: int, event: str) -> None:
             worker.log_event(EVENT_TOPIC, {"event": event, "index": index})
 
 
+@tensor_friendly_heap()
 def run_job(job: Job) -> dict[str, Any]:
     """Denoise one tomogram (a Dask task). Never raises: errors are returned as results."""
     from .._api import denoise_file
@@ -172,6 +174,7 @@ def run_job(job: Job) -> dict[str, Any]:
     return record | _memory_facts()
 
 
+@tensor_friendly_heap()
 def run_fit_job(
     inputs: list[str],
     model_path: str,
