@@ -56,6 +56,12 @@ def simulate_inputs(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
+def nmsg_command() -> str:
+    """The ``nmsg`` installed beside this Python (its environment need not be activated)."""
+    beside = Path(sys.executable).parent / "nmsg"
+    return str(beside) if beside.is_file() else shutil.which("nmsg") or "nmsg"
+
+
 def timed(command: list[str]) -> float:
     """Wall seconds of one command, run alone; its output is kept only if it fails."""
     started = time.perf_counter()
@@ -67,7 +73,7 @@ def timed(command: list[str]) -> float:
 
 
 def measure(inputs: list[Path], outdir: Path, label: str, options: list[str]) -> dict:
-    nmsg = [shutil.which("nmsg") or "nmsg"]
+    nmsg = [nmsg_command()]
     singles = [
         timed([*nmsg, "denoise", str(path), "-o", str(outdir / f"single-{path.name}"),
                *options, "-q"])
