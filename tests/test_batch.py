@@ -20,6 +20,7 @@ import pytest
 from napari_nmsg import cli
 from napari_nmsg.batch import (
     SHARED_MODEL_NAME,
+    WORKER_MEMORY,
     expand_inputs,
     local_cluster_size,
     remove_stale_temp_files,
@@ -310,11 +311,13 @@ def test_stale_temp_files_only_ours_are_removed(tmp_path):
 
 
 def test_local_cluster_size():
-    workers, threads = local_cluster_size(100, device="cpu")
     cores = len(os.sched_getaffinity(0))
-    assert workers == max(1, cores // 2) and threads == max(1, cores // workers)
-    assert local_cluster_size(1, device="cpu") == (1, cores)
+    plenty = 64 * WORKER_MEMORY
+    assert local_cluster_size(100, device="cpu", memory=plenty) == (cores, 1)
+    assert local_cluster_size(1, device="cpu", memory=plenty) == (1, cores)
     assert local_cluster_size(5, device="cpu", n_workers=2) == (2, max(1, cores // 2))
+    # RAM for one task only: one worker with every core, whatever the core count
+    assert local_cluster_size(100, device="cpu", memory=WORKER_MEMORY + 1) == (1, cores)
 
 
 HEAP_PROBE = """

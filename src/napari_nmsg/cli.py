@@ -347,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit-on", type=int, metavar="N", help="fit one model on N tomograms, use it for all"
     )
     p.add_argument("--scheduler", help="address (tcp://HOST:PORT) or scheduler file of a cluster")
-    p.add_argument("--workers", type=int, help="local workers (default: one per GPU or cores/2)")
+    p.add_argument(
+        "--workers", type=int, help="local workers (default: one per GPU, or per core and 3 GiB)"
+    )
     p.add_argument("--torch-threads", type=int, help="torch threads per task (default: auto)")
     p.add_argument("--memory-limit", help="per local worker, e.g. 8GB; 0 turns Dask's off")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..errors import InputError, OutputError
 from ..zarr_io import parse_level
-from .cluster import LazyClient, local_cluster_size, run_tasks, shared_model
+from .cluster import WORKER_MEMORY, LazyClient, local_cluster_size, run_tasks, shared_model
 from .inputs import (
     SHARED_MODEL_NAME,
     expand_inputs,
@@ -64,6 +64,7 @@ _IO_DEFAULTS = {"level": None, "levels": 1, "voxel_size": None}
 __all__ = [
     "FAILED_EXIT_CODE",
     "SHARED_MODEL_NAME",
+    "WORKER_MEMORY",
     "BatchSummary",
     "ItemResult",
     "Job",
@@ -102,7 +103,7 @@ def denoise_many(
     command-line flags; ``engine.config.inference_settings``). ``fit_on``: fit one model
     on this many of the inputs, then denoise all with it. ``scheduler``: the address
     (``tcp://host:port``) or scheduler file of an existing Dask cluster; without it a
-    ``LocalCluster`` of ``n_workers`` workers (default: one per GPU, or ``cores // 2``) is
+    ``LocalCluster`` of ``n_workers`` workers (default: one per GPU, or per core and 3 GiB) is
     started for the run. ``torch_threads``: torch threads per task (default: the worker's
     cores divided by its task slots). ``memory_limit``: per local worker (Dask syntax; 0
     disables Dask's memory policing). ``level``: which level of the OME-Zarr inputs to
