@@ -8,7 +8,8 @@ from its start to its exit, Python start-up and imports included. The batch's pe
 timings (fit, denoise) come from its summary.json; its overhead is its wall time minus the
 time its tasks took, per worker. Target: batch ≤ 1.1 × the singles' sum.
 
-    python benchmarks/batch_throughput.py --json benchmarks/results/batch_throughput.json
+    python benchmarks/batch_throughput.py    # writes benchmarks/results/batch_throughput.*
+    python benchmarks/batch_throughput.py --render benchmarks/results/batch_throughput.json
 """
 
 from __future__ import annotations
@@ -108,6 +109,46 @@ def variants(text: str) -> list[tuple[str, list[str]]]:
     return chosen
 
 
+def render(result: dict) -> str:
+    """The Markdown report, from the JSON alone."""
+    settings, machine = result["settings"], result["machine"]
+    return (
+        f"{settings['n']} × {settings['size']}³ simulated tomograms: `nmsg denoise` one after "
+        f"another vs one `nmsg batch` of all (default local cluster), target batch / singles "
+        f"≤ {result['target_ratio']}.\n\n"
+        f"{machine_markdown(machine, machine['load_avg_at_end'])}\n\n"
+        f"{render_table(result['runs'], COLUMNS)}\n\n"
+        f"Made by `{result['command']}`.\n"
+    )
+
+
+def plot(result: dict, path: Path) -> None:
+    """Wall time of the singles (stacked, one after another) beside the batch's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    fig, ax = plt.subplots(figsize=(6, 0.9 + 0.9 * len(runs)))
+    for row, run in enumerate(runs):
+        left = 0.0
+        for k, seconds in enumerate(run["single_s"]):
+            ax.barh(row + 0.2, seconds, 0.35, left=left, color="#9bb7d4", edgecolor="white",
+                    label="nmsg denoise, one after another" if row == k == 0 else None)  # fmt: skip
+            left += seconds
+        ax.barh(row - 0.2, run["batch_s"], 0.35, color="#2f6b9a",
+                label="nmsg batch" if row == 0 else None)  # fmt: skip
+        ax.text(run["batch_s"], row - 0.2, f" {run['ratio']:.2f}×", va="center", fontsize=8)
+    ax.set_yticks(range(len(runs)), [r["label"] for r in runs])
+    ax.set_xlabel(f"wall seconds for {result['settings']['n']} tomograms")
+    ax.set_title(result["machine"]["cpu_model"] + f", {result['machine']['cpu_cores']} cores")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2, help="tomograms (default 2)")
@@ -117,40 +158,37 @@ def main() -> None:
         default="--steps 600;default",
         help="';'-separated nmsg options, 'default' for none (default: '--steps 600;default')",
     )
-    parser.add_argument("--json", help="also write the results here")
-    parser.add_argument("--markdown", help="also write the table here")
+    parser.add_argument("--out", default="benchmarks/results", help="report folder")
+    parser.add_argument("--render", metavar="JSON", help="only re-render a saved report")
     args = parser.parse_args()
-    machine = machine_info()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="nmsg-bench-") as tmp:
-        inputs = simulate_inputs(Path(tmp) / "in", args.n, args.size)
-        for k, (label, options) in enumerate(variants(args.variants)):
-            outdir = Path(tmp) / f"out{k}"
-            outdir.mkdir()
-            runs.append(measure(inputs, outdir, label, options))
-            print(render_table(runs[-1:], COLUMNS), flush=True)
-    machine["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    header = (
-        f"{args.n} × {args.size}³ simulated tomograms: `nmsg denoise` one after another vs "
-        f"one `nmsg batch` of all, target batch / singles ≤ {TARGET_RATIO}.\n\n"
-        + machine_markdown(machine, machine["load_avg_at_end"])
-    )
-    table = render_table(runs, COLUMNS)
-    print(header)
-    print(table)
-    result = {
-        "package_version": __version__,
-        "machine": machine,
-        "settings": {"n": args.n, "size": args.size, "variants": args.variants},
-        "target_ratio": TARGET_RATIO,
-        "runs": runs,
-    }
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    if args.markdown:
-        command = "python benchmarks/batch_throughput.py " + shlex.join(sys.argv[1:])
-        Path(args.markdown).write_text(f"{header}\n\n{table}\n\nMade by `{command}`.\n")
+    out = Path(args.out)
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+    else:
+        machine = machine_info()
+        runs = []
+        with tempfile.TemporaryDirectory(prefix="nmsg-bench-") as tmp:
+            inputs = simulate_inputs(Path(tmp) / "in", args.n, args.size)
+            for k, (label, options) in enumerate(variants(args.variants)):
+                outdir = Path(tmp) / f"out{k}"
+                outdir.mkdir()
+                runs.append(measure(inputs, outdir, label, options))
+                print(render_table(runs[-1:], COLUMNS), flush=True)
+        machine["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        result = {
+            "package_version": __version__,
+            "command": "python benchmarks/batch_throughput.py " + shlex.join(sys.argv[1:]),
+            "machine": machine,
+            "settings": {"n": args.n, "size": args.size, "variants": args.variants},
+            "target_ratio": TARGET_RATIO,
+            "runs": runs,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "batch_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    report = render(result)
+    print(report)
+    (out / "batch_throughput.md").write_text(report)
+    plot(result, out / "batch_throughput.png")
 
 
 if __name__ == "__main__":
