@@ -67,6 +67,7 @@ def test_a_saved_model_denoises_with_its_own_inference_settings(tmp_path, mrc_pa
     [
         (["denoise", "{inp}", "-o", "{inp}"], "is the input file"),
         (["denoise", "{tmp}/absent.mrc", "-o", "{tmp}/o.mrc"], "no such file"),
+        (["denoise", "{tmp}", "-o", "{tmp}/o.mrc"], "a folder, not a tomogram file"),
         (["denoise", "{inp}", "-o", "{tmp}/nowhere/o.mrc"], "does not exist"),
         (["denoise", "{inp}", "-o", "{tmp}/o.mrc", "--model", "{inp}"], "cannot read model"),
         (["denoise", "{inp}", "-o", "{tmp}/o.mrc", "--device", "tpu"], "not available"),

@@ -124,6 +124,8 @@ def read_volume(path: str | os.PathLike, level: int | str | None = None) -> Tomo
         return read_zarr(path, 0 if level is None else level)
     if level is not None:
         raise InputError(f"--level applies to OME-Zarr (.zarr) inputs only, not {path.name}")
+    if path.is_dir():
+        raise InputError(f"cannot read {path}: a folder, not a tomogram file")
     if not path.is_file():
         raise InputError(f"cannot read {path}: no such file")
     if not os.access(path, os.R_OK):
