@@ -40,8 +40,8 @@ def local_cluster_size(
 
     One worker per GPU if torch uses CUDA. On CPUs one worker per core, at most one per
     ``WORKER_MEMORY`` of RAM and one per tomogram: small 3D convolutions scale poorly over
-    threads, so on 2 cores two one-thread tasks side by side took 0.75× the time of two
-    two-thread tasks in a row. Each worker runs one tomogram at a time and gives torch
+    threads, so on 2 cores two one-thread tasks side by side took 0.76–0.80× the time of
+    two two-thread tasks in a row. Each worker runs one tomogram at a time and gives torch
     ``cores // workers`` threads.
     """
     import psutil
