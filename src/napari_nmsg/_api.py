@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from .io import (
     MODEL_SUFFIXES,
     MRC_SUFFIXES,
     ZARR_SUFFIXES,
+    Tomogram,
     check_output_path,
     mrc_output,
     read_volume,
@@ -49,10 +51,14 @@ EventCallback = Callable[[Progress | Preview], Any] | None
 
 
 def learn_noise(
-    volume: np.ndarray, config: NMSGConfig | None = None, on_event: EventCallback = None
+    volume: np.ndarray,
+    config: NMSGConfig | None = None,
+    on_event: EventCallback = None,
+    background: np.ndarray | None = None,
 ) -> NoiseLearning:
-    """Fit a noise model to the signal-free regions of ``volume`` (Z, Y, X)."""
-    return run_events(iter_learn_noise(volume, config or NMSGConfig()), on_event)
+    """Fit a noise model to the signal-free regions of ``volume`` (Z, Y, X): where
+    ``background`` (same shape) is non-zero if given, else where they are found."""
+    return run_events(iter_learn_noise(volume, config or NMSGConfig(), background), on_event)
 
 
 def fit_denoiser(
@@ -79,6 +85,19 @@ def denoise(
     return run_events(iter_run(volume, config or NMSGConfig(), model=model), on_event).output
 
 
+def read_background(path: str | os.PathLike | None, tomo: Tomogram) -> np.ndarray | None:
+    """The background mask file for ``tomo`` (None without one), checked for its shape."""
+    if path is None:
+        return None
+    mask = read_volume(path).data
+    if tuple(mask.shape) != tuple(tomo.data.shape):
+        raise InputError(
+            f"the background mask {Path(path).name} has shape {tuple(mask.shape)}, the "
+            f"tomogram {tuple(tomo.data.shape)}"
+        )
+    return mask
+
+
 def denoise_file(
     input_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -93,6 +112,7 @@ def denoise_file(
     voxel_size: float | None = None,
     input_record: dict[str, Any] | None = None,
     sidecar_fields: dict[str, Any] | None = None,
+    background: str | os.PathLike | None = None,
 ) -> tuple[dict[str, float], QualityEstimate | None]:
     """Denoise one tomogram file into one MRC file or OME-Zarr store (``output`` ending in
     ``.zarr``); fit a model to it unless ``model``.
@@ -107,8 +127,9 @@ def denoise_file(
     labels or zarr attributes and, with ``sidecar_fields``, into the sidecar
     ``<output>.nmsg.json`` written after it. ``input_record``: the input's fingerprint and
     ``blake2b`` if the caller has them (the batch does), else they are measured here.
-    Returns the seconds spent reading, fitting and denoising, and the model's
-    self-supervised quality estimate.
+    ``background``: a mask file of the input's shape, non-zero where the noise is to be
+    learned (``iter_learn_noise``; without a ``model`` only). Returns the seconds spent
+    reading, fitting and denoising, and the model's self-supervised quality estimate.
     """
     started = time.perf_counter()
     config = config or NMSGConfig.preset("fast")
@@ -123,6 +144,7 @@ def denoise_file(
     if save_model:
         check_output_path(save_model, protect=(input_path,), suffixes=MODEL_SUFFIXES)
     tomo = read_volume(input_path, level=level)
+    mask = read_background(background, tomo) if model is None else None
     shape = tomo.data.shape
     if zarr_out:
         pyramid_shapes(shape, levels)  # too many levels: refused before any work
@@ -145,6 +167,7 @@ def denoise_file(
                 input_blake2b=record["blake2b"], fitted_here=not given,
                 input_voxel_size=tomo.voxel_size, voxel_size=written,
                 voxel_size_given=voxel_size is not None,
+                background=None if mask is None else Path(background).name,
                 level=tomo.metadata.get("ome_zarr", {}).get("level"),
             )  # fmt: skip
             if zarr_out:
@@ -156,10 +179,10 @@ def denoise_file(
                                   labels=mrc_labels(made["provenance"]))  # fmt: skip
             return outputs.enter_context(file)
 
-        result = run_events(
-            iter_run(tomo.data, config, model=model, out=output_for, overrides=overrides),
-            on_event,
+        run = iter_run(
+            tomo.data, config, model=model, out=output_for, overrides=overrides, background=mask
         )
+        result = run_events(run, on_event)
     seconds["denoise"] = time.perf_counter() - started - seconds["read"] - seconds["fit"]
     provenance = made["provenance"]
     sidecar = sidecar_payload(

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ._api import denoise_file
+from ._api import denoise_file, read_background
 from ._version import __version__
 from .batch.inputs import OUTPUT_FORMATS
 from .batch.resume import sidecar_path
@@ -107,6 +107,12 @@ def add_io_options(parser: argparse.ArgumentParser, *, output: bool = True) -> A
         "--level", type=level_option, metavar="N|SIZE",
         help="OME-Zarr input: the level to read, by number or by voxel size (8A: the level "
         "nearest 8 Å) (default: 0)",
+    )  # fmt: skip
+    group.add_argument(
+        "--background", metavar="MASK",
+        help="learn the noise only where this volume of the tomogram's shape is non-zero "
+        "(ice or vacuum you marked, e.g. a napari Labels layer saved as .mrc/.tif) "
+        "(default: found automatically)",
     )  # fmt: skip
     if not output:
         return group
@@ -205,7 +211,8 @@ def cmd_learn_noise(args: argparse.Namespace) -> int:
     tomo = read_volume(args.input, level=args.level)
     config = config_from_args(args)
     bars = ProgressBars(args.quiet)
-    learned = run_events(iter_learn_noise(tomo.data, config), bars)
+    background = read_background(args.background, tomo)
+    learned = run_events(iter_learn_noise(tomo.data, config, background), bars)
     bars.close()
     print(learned.patches.note)
     print(json.dumps(learned.fidelity, indent=2))
@@ -228,6 +235,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         args.input, args.output, config_from_args(args), model,
         overrides=given_settings(args), on_event=bars, save_model=args.save_model,
         level=args.level, levels=args.levels, voxel_size=args.voxel_size,
+        background=args.background,
     )  # fmt: skip
     bars.close()
     print(f"wrote {args.output} and its provenance {sidecar_path(Path(args.output)).name} in "

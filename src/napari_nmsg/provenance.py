@@ -36,10 +36,12 @@ def build_provenance(
     voxel_size: tuple[float, float, float],
     voxel_size_given: bool,
     level: int | None = None,
+    background: str | None = None,
 ) -> dict[str, Any]:
     """The record of one output. ``applied``: the settings it was denoised with (the
     model's, with the inference settings the user set); ``voxel_size``: the one written,
-    ``input_voxel_size``: the input's (Å, z y x; 0 = unknown)."""
+    ``input_voxel_size``: the input's (Å, z y x; 0 = unknown); ``background``: the name
+    of the mask the noise was learned in, None when it was found automatically."""
     from .batch.resume import config_key
     from .engine import NMSGConfig
 
@@ -49,12 +51,15 @@ def build_provenance(
     if level is not None:
         source["level"] = level
     kind = model.noise_model.kind
+    noise_model: dict[str, Any] = {"kind": kind, "fidelity": model.fidelity.get(kind)}
+    if fitted_here:  # a given model was learned where its maker chose
+        noise_model["background"] = background or "found automatically"
     return {
         "package_version": __version__,
         "input": source,
         "model": "fitted to this input" if fitted_here else "given",
         "seed": applied.seed,
-        "noise_model": {"kind": kind, "fidelity": model.fidelity.get(kind)},
+        "noise_model": noise_model,
         "quality_estimate": model.quality.to_dict() if model.quality else None,
         "changed_settings": {k: v for k, v in settings.items() if v != default[k]},
         "config": applied.to_dict(),

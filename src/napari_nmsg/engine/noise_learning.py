@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .config import NMSGConfig
 from .device import resolve_device
 from .events import EventStream, Progress
@@ -36,6 +37,35 @@ def pool_noise_patches(found: Sequence[NoisePatches]) -> NoisePatches:
     corners = np.concatenate([p.corners for p in found])
     notes = "; ".join(f"volume {i}: {p.note}" for i, p in enumerate(found))
     return NoisePatches(np.concatenate(parts).astype(np.float32), corners, size, notes)
+
+
+AUTOMATIC = "spectral, automatic background"  # fidelity key of the comparison model
+
+
+def _automatic_fidelity(
+    sources: Sequence[NormalisedVolume],
+    config: NMSGConfig,
+    held_out: np.ndarray,
+    generator: torch.Generator,
+) -> dict[str, float] | None:
+    """How the spectral model of the automatic search's patches fares against the held-out
+    patches of the marked background: the side-by-side figure for the user's choice.
+    None when the search finds nothing."""
+    unmarked = [NormalisedVolume(s.raw, s.normalisation, s.fill) for s in sources]
+    per_volume = max(1, config.max_patches // len(sources))
+    try:
+        found = pool_noise_patches(
+            [extract_noise_patches(v, config.patch_size, per_volume) for v in unmarked]
+        )
+    except InputError:
+        return None
+    size = min(found.patch_size, held_out.shape[1])
+    lo = (held_out.shape[1] - size) // 2
+    real = held_out[:, lo : lo + size, lo : lo + size, lo : lo + size]
+    real = real - real.mean(axis=(1, 2, 3), keepdims=True)
+    kernel = torch.from_numpy(spectral_kernel(found.patches))
+    model = SpectralNoise(kernel).to(generator.device)
+    return noise_fidelity(sample_patches(model, len(real) * 4, size, generator), real)
 
 
 def iter_learn_noise_from(
@@ -67,6 +97,10 @@ def iter_learn_noise_from(
             sample_patches(model, len(held_out) * 4, size, generator), held_out
         )
     }
+    if any(source.has_background for source in sources):
+        automatic = _automatic_fidelity(sources, config, held_out, generator)
+        if automatic is not None:
+            fidelity[AUTOMATIC] = automatic
     if config.noise_model == "gan":
         model, fidelity["gan"] = yield from iter_fit_gan(train, held_out, config, device, generator)
     model.eval()

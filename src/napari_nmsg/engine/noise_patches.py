@@ -76,14 +76,17 @@ def _select(
     size: int,
     bounds: list[tuple[int, int]],
     count: int,
-    fill_bins: np.ndarray | None = None,
+    excluded_bins: np.ndarray | None = None,
+    marked: bool = False,
 ) -> list[tuple[int, ...]]:
     """Flattest corners in ``bounds`` on a half-overlapping grid, from the flattest quarter.
 
     Boxes whose high-frequency energy is far from typical are skipped: at the edges of a
     reconstruction fewer tilts contribute and the noise is weaker than elsewhere. Boxes that
-    reach into fill (``fill_bins > 0``) are no candidates: fill is the flattest region of
-    all, noiseless, and would also set the typical energy.
+    reach into ``excluded_bins`` are no candidates: fill (the flattest region of all,
+    noiseless, which would also set the typical energy), or what the user did not mark as
+    background. Inside a ``marked`` background every box is a candidate, flattest first:
+    the user knows where the ice is, and the whole point is to overrule the scores.
     """
     stride = max(1, size // 2)
     ranges = []
@@ -92,21 +95,23 @@ def _select(
             return []
         ranges.append(np.unique(np.r_[np.arange(lo, hi + 1, stride), hi]))
     grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
-    if fill_bins is not None:
+    if excluded_bins is not None:
         # window [corner, corner + size + 1): a full-resolution box may end inside one bin more
         reach = size + 1
         touched = ndimage.maximum_filter(
-            fill_bins > 0, reach, mode="constant", origin=-(reach // 2)
+            excluded_bins, reach, mode="constant", origin=-(reach // 2)
         )
         grid = grid[~touched[tuple(grid.T)]]
         if not len(grid):
             return []
     centres = tuple((grid + size // 2).T)
-    energy = noise_energy[centres]
-    typical = np.abs(energy / np.median(energy) - 1) < 0.15
-    grid, values = grid[typical], flatness[centres][typical]
+    values = flatness[centres]
+    if not marked:
+        energy = noise_energy[centres]
+        typical = np.abs(energy / np.median(energy) - 1) < 0.15
+        grid, values = grid[typical], values[typical]
     order = np.argsort(values, kind="stable")
-    keep = order[: max(MIN_PATCHES, len(order) // 4)]
+    keep = order if marked else order[: max(MIN_PATCHES, len(order) // 4)]
     return [tuple(int(v) for v in grid[i]) for i in keep[:count]]
 
 
@@ -114,14 +119,35 @@ def _box(corner: tuple[int, ...], size: int) -> tuple[slice, ...]:
     return tuple(slice(c, c + size) for c in corner)
 
 
+def _excluded_bins(volume: NormalisedVolume, factor: int) -> np.ndarray | None:
+    """Bins no noise patch may touch: any fill, and what is not marked background."""
+    excluded = None
+    if volume.fill is not None:
+        excluded = _bin_means(volume.fill_mask, volume.shape, factor) > 0
+    if volume.has_background:
+        unmarked = _bin_means(volume.background_mask, volume.shape, factor) < 1
+        excluded = unmarked if excluded is None else excluded | unmarked
+    return excluded
+
+
+def _usable(volume: NormalisedVolume, corner: tuple[int, ...], size: int) -> bool:
+    """Exactly, at full resolution: no fill in the box, and all of it marked background."""
+    box = _box(corner, size)
+    if volume.fill is not None and volume.fill_mask(box).any():
+        return False
+    return not volume.has_background or bool(volume.background_mask(box).all())
+
+
 def extract_noise_patches(
     volume: NormalisedVolume, patch_size: int, max_patches: int
 ) -> NoisePatches:
-    """Cut up to ``max_patches`` flat-background patches, shrinking them if too few fit."""
+    """Cut up to ``max_patches`` flat-background patches, shrinking them if too few fit.
+
+    Where the user marked the background (``volume.has_background``), only from there.
+    """
     binned, factor = _binned(volume)
-    fill_bins = None
-    if volume.fill is not None:
-        fill_bins = _bin_means(volume.fill_mask, volume.shape, factor)
+    excluded = _excluded_bins(volume, factor)
+    marked = volume.has_background
     data = volume.data_box  # the reconstruction inside any fill frame
     extent = [d.stop - d.start for d in data]
     size = patch_size
@@ -140,21 +166,26 @@ def extract_noise_patches(
             ]
             corners = [
                 tuple(min(c * factor, s - size) for c, s in zip(corner, volume.shape, strict=True))
-                for corner in _select(flatness, energy, box, bounds, max_patches, fill_bins)
+                for corner in _select(flatness, energy, box, bounds, max_patches, excluded, marked)
             ]
-            if volume.fill is not None:  # exactly, at full resolution
-                corners = [c for c in corners if not volume.fill_mask(_box(c, size)).any()]
+            corners = [c for c in corners if _usable(volume, c, size)]
         if len(corners) >= MIN_PATCHES or size // 2 < MIN_PATCH_SIZE:
             break
         notes.append(f"only {len(corners)} patches of {size}³ fit; retrying with {size // 2}³")
         size //= 2
+    where = "the marked background" if marked else "flat background"
     if len(corners) < 2:
+        if marked:
+            raise InputError(
+                f"the marked background holds no {size}³ box away from the volume's edges: "
+                "mark larger regions of ice or vacuum"
+            )
         raise InputError(
             f"found no signal-free region for noise patches in a volume of shape {volume.shape}"
         )
     patches = np.stack([volume.read(_box(corner, size)) for corner in corners])
     patches -= patches.mean(axis=(1, 2, 3), keepdims=True)
-    notes.insert(0, f"{len(corners)} noise patches of {size}³ from flat background")
+    notes.insert(0, f"{len(corners)} noise patches of {size}³ from {where}")
     if volume.fill is not None:
         share = volume.fill.voxels / np.prod(volume.shape)
         notes.insert(1, f"{share:.0%} of the volume is fill {volume.fill.values}, left out")

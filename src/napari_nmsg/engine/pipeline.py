@@ -35,6 +35,7 @@ from .volume import (
     NormalisedVolume,
     canonical_view,
     fit_normalisation,
+    validate_background,
     validate_volume,
 )
 
@@ -45,22 +46,32 @@ BASE_WIDENING = 1.25
 
 
 def prepare_volume(
-    volume: np.ndarray, config: NMSGConfig, normalisation: Normalisation | None = None
+    volume: np.ndarray,
+    config: NMSGConfig,
+    normalisation: Normalisation | None = None,
+    background: np.ndarray | None = None,
 ) -> NormalisedVolume:
     """Validate ``volume`` and give its normalised (by default by its own statistics),
-    wedge-axis-first view, with its constant fill frame (if any) found."""
+    wedge-axis-first view, with its constant fill frame (if any) found and the regions the
+    user marked as background (``background``: non-zero there, the volume's shape)."""
     validate_volume(volume)
     if config.wedge_axis is not None and config.wedge_axis >= volume.ndim:
         raise InputError(f"wedge_axis {config.wedge_axis} does not exist in a 3D volume")
+    if background is not None:
+        validate_background(background, volume.shape)
     fill = detect_fill(volume)
     if normalisation is None:
         normalisation = fit_normalisation(volume, config.wedge_axis, seed=config.seed, fill=fill)
-    return NormalisedVolume(volume, normalisation, fill)
+    return NormalisedVolume(volume, normalisation, fill, background)
 
 
-def iter_learn_noise(volume: np.ndarray, config: NMSGConfig) -> EventStream[NoiseLearning]:
-    """Extract background noise patches and fit the configured noise model to them."""
-    return (yield from iter_learn_noise_from([prepare_volume(volume, config)], config))
+def iter_learn_noise(
+    volume: np.ndarray, config: NMSGConfig, background: np.ndarray | None = None
+) -> EventStream[NoiseLearning]:
+    """Extract background noise patches (from ``background``'s non-zero voxels when given,
+    else where the automatic search finds them) and fit the configured noise model."""
+    source = prepare_volume(volume, config, background=background)
+    return (yield from iter_learn_noise_from([source], config))
 
 
 def iter_fit_denoiser(
@@ -280,6 +291,7 @@ def iter_run(
     *,
     overrides: dict[str, Any] | None = None,
     preview_position: PreviewPosition | None = None,
+    background: np.ndarray | None = None,
 ) -> EventStream[RunResult]:
     """Learn the noise, fit the denoiser and denoise ``volume`` into ``out``, skipping the
     steps whose result is given.
@@ -289,10 +301,11 @@ def iter_run(
     (``inference_settings``), on ``config``'s machine (device, tile batch). ``out`` may be
     a function of the model, called once it is fitted: an output file can then be created
     only when there is something to write, and record how the model was made.
+    ``background``: where the noise is to be learned (``iter_learn_noise``).
     """
     source = None
     if model is None:
-        source = prepare_volume(volume, config)
+        source = prepare_volume(volume, config, background=background)
         if noise is None:
             noise = yield from iter_learn_noise_from([source], config)
         model = yield from _iter_fit([source], config, noise, preview_position)

@@ -75,6 +75,18 @@ def validate_volume(array: np.ndarray) -> None:
         raise InputError("volume is constant: there is nothing to denoise")
 
 
+def validate_background(mask: Any, shape: tuple[int, ...]) -> None:
+    """Raise ``InputError`` unless ``mask`` marks some voxels of a volume of ``shape``."""
+    mask_shape = tuple(getattr(mask, "shape", ()))
+    if mask_shape != tuple(shape):
+        raise InputError(
+            f"the background mask has shape {mask_shape}, the tomogram {tuple(shape)}: "
+            "mark the background on the tomogram itself"
+        )
+    if not any(np.asarray(mask[sl]).any() for sl in _slabs(shape[0], shape[1] * shape[2])):
+        raise InputError("the background mask marks no voxel: mark regions of ice or vacuum")
+
+
 def detect_wedge_axis(shape: tuple[int, ...]) -> int:
     """The thickness axis: the smallest extent (Z for most tomograms, Y for some IMOD ones)."""
     return int(np.argmin(shape))
@@ -127,11 +139,21 @@ class NormalisedVolume:
     network must not depend on it.
     """
 
-    def __init__(self, raw: np.ndarray, normalisation: Normalisation, fill: Fill | None = None):
+    def __init__(
+        self,
+        raw: np.ndarray,
+        normalisation: Normalisation,
+        fill: Fill | None = None,
+        background: Any = None,
+    ):
         self.raw = raw
         self.normalisation = normalisation
         self.fill = fill
         self.canonical = canonical_view(raw, normalisation.wedge_axis)
+        # where the user marked signal-free ice or vacuum (non-zero), raw axes, or None
+        self._background = (
+            None if background is None else canonical_view(background, normalisation.wedge_axis)
+        )
         self.shape: tuple[int, int, int] = tuple(self.canonical.shape)
         self._unreleased = 0  # bytes the reads may have mapped since pages were given back
 
@@ -157,6 +179,16 @@ class NormalisedVolume:
     def fill_mask(self, region: tuple[slice, ...]) -> np.ndarray | None:
         """The fill voxels of a canonical region; None when the volume has no fill."""
         return None if self.fill is None else self.fill.mask(self.canonical, region)
+
+    @property
+    def has_background(self) -> bool:
+        return self._background is not None
+
+    def background_mask(self, region: tuple[slice, ...]) -> np.ndarray:
+        """The voxels of a canonical region the user marked as background."""
+        if self._background is None:
+            raise ValueError("this volume has no marked background")
+        return np.asarray(self._background[region]) != 0
 
     @property
     def data_box(self) -> tuple[slice, slice, slice]:
