@@ -20,6 +20,7 @@ from napari_nmsg import PRESETS, available_devices
 from napari_nmsg._compare import viewer_grid
 from napari_nmsg._layers import noise_mosaic
 from napari_nmsg._sample_data import make_sample_data
+from napari_nmsg._session import mask_fingerprint
 from napari_nmsg.engine import Progress, iter_denoise, load_model, run_events
 
 SHAPE = (32, 32, 32)
@@ -186,6 +187,54 @@ def test_learn_noise_shows_real_and_generated_patches(setup, qtbot):
     # the mosaics are not offered for denoising
     assert real.name not in [widget.layer_combo.itemText(i) for i in range(2)]
     assert buttons_idle(widget)
+
+
+def test_a_painted_labels_layer_supplies_the_noise_patches(setup, qtbot):
+    viewer, _, widget, raw, _ = setup
+    tiny(widget)
+    picker = widget.background_combo
+
+    def names():
+        return [picker.itemText(i) for i in range(picker.count())]
+
+    assert names() == ["found automatically"] and picker.selected() is None
+    labels = viewer.add_labels(np.zeros(SHAPE, np.uint8), name="ice")
+    viewer.add_labels(np.zeros((20, 20), np.uint8), name="2D labels")
+    assert names() == ["found automatically", "ice"]
+    assert picker.selected() is None  # an optional input is never guessed
+    picker.setCurrentText("ice")
+    labels.data[:14] = 1  # painted in place, as the brush does
+
+    def inside(mask, learning):
+        size = learning.patches.patch_size
+        boxes = [tuple(slice(c, c + size) for c in corner) for corner in learning.patches.corners]
+        return all(mask[box].all() for box in boxes)
+
+    (task, status), _ = run_to_end(qtbot, widget, widget.learn_noise)
+    assert (task, status) == ("learn", "done")
+    learning = widget.session.learned_noise
+    assert "from the marked background" in widget.status.text()
+    assert inside(labels.data, learning)  # a cube: the canonical axes are the file's
+    assert "spectral, automatic background: spectrum error" in widget.fidelity.text()
+    config = widget.config()
+    key = mask_fingerprint(labels.data)
+    assert widget.session.cached_noise(raw.unique_id, raw.data, config, key) is learning
+    assert widget.session.cached_noise(raw.unique_id, raw.data, config, None) is None
+
+    labels.data[:14] = 0
+    labels.data[18:] = 2  # painted elsewhere: the cached noise no longer applies
+    repainted = mask_fingerprint(labels.data)
+    assert repainted != key
+    assert widget.session.cached_noise(raw.unique_id, raw.data, config, repainted) is None
+    (task, status), _ = run_to_end(qtbot, widget, widget.denoise)
+    assert (task, status) == ("denoise", "done")
+    relearned = widget.session.learned_noise
+    assert relearned is not learning and inside(labels.data, relearned)
+
+    picker.setCurrentText("found automatically")
+    assert picker.selected() is None
+    viewer.layers.remove(labels)
+    assert names() == ["found automatically"]
 
 
 def test_learn_then_denoise_with_live_previews_and_compare(setup, qtbot):

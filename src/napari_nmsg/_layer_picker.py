@@ -1,7 +1,9 @@
-"""The *Tomogram* picker: the viewer's 3D single-channel image layers, kept in sync."""
+"""The layer pickers (*Tomogram*, *Background*): the viewer's layers of one kind, kept in
+sync with its layer list."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Signal
@@ -26,10 +28,13 @@ class _Following:
 
 
 class LayerPicker(QComboBox):
-    """Layers the plugin can denoise (:func:`is_volume_layer`), top first like napari's list.
+    """Layers that ``accepts`` (default: those the plugin can denoise, :func:`is_volume_layer`),
+    top first like napari's list.
 
     The chosen layer stays chosen when layers are added, removed, renamed or reordered;
     with none chosen, the active layer is picked if it is visible, else the top visible one.
+    With ``none_label``, that item comes first and stands for no layer: it is what is
+    chosen until the user picks a layer (an optional input is never guessed).
 
     Signals: ``layer_changed()`` after the choice may have changed (user or refresh);
     ``layer_removed(layer)`` when any layer left the viewer, before the list drops it, so
@@ -47,12 +52,21 @@ class LayerPicker(QComboBox):
     layer_changed = Signal()
     layer_removed = Signal(object)
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        parent: QWidget | None = None,
+        *,
+        accepts: Callable[[Any], bool] = is_volume_layer,
+        none_label: str | None = None,
+        tooltip: str = "3D image layers (single channel)",
+    ):
         super().__init__(parent)
         self._viewer = viewer
+        self._accepts, self._none_label = accepts, none_label
         self._following = _Following()
         self.destroyed.connect(self._following.stop)
-        self.setToolTip("3D image layers (single channel)")
+        self.setToolTip(tooltip)
         self.currentIndexChanged.connect(self.layer_changed)
         events = viewer.layers.events
         events.inserted.connect(self._on_inserted)
@@ -66,20 +80,22 @@ class LayerPicker(QComboBox):
     def selected(self) -> Image | None:
         """The chosen layer (``None`` if there is none)."""
         layer = layer_by_id(self._viewer, self.currentData())  # by id: names change
-        return layer if layer is not None and is_volume_layer(layer) else None
+        return layer if layer is not None and self._accepts(layer) else None
 
     def refresh(self, *_: Any) -> None:
         """Re-list the layers, keeping the choice (see the class docstring)."""
         if not self._following.on:
             return
         current = self.selected()
-        layers = [x for x in self._viewer.layers if is_volume_layer(x)][::-1]
-        if current is None and layers:
+        layers = [x for x in self._viewer.layers if self._accepts(x)][::-1]
+        if current is None and layers and self._none_label is None:
             active = self._viewer.layers.selection.active
             shown = [x for x in layers if x.visible]
             current = next((x for x in shown if same_layer(x, active)), (shown or layers)[0])
         self.blockSignals(True)
         self.clear()
+        if self._none_label is not None:
+            self.addItem(self._none_label, None)
         for layer in layers:
             self.addItem(layer.name, layer.unique_id)
         if any(same_layer(current, x) for x in layers):

@@ -46,6 +46,13 @@ def is_volume_layer(layer: Any) -> bool:
     )
 
 
+def is_background_layer(layer: Any) -> bool:
+    """A 3D Labels layer: painted over ice or vacuum, it says where the noise is learned."""
+    from napari.layers import Labels
+
+    return isinstance(layer, Labels) and layer.ndim == 3
+
+
 def volume_of(layer: Any) -> Any:
     """The full-resolution array of a volume layer: level 0 of a multiscale one (as
     napari-ome-zarr opens OME-Zarr pyramids), read lazily like any array."""

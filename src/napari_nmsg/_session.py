@@ -4,8 +4,11 @@ files behind the output layers."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ._scratch import ScratchFiles
 from .engine import NMSGConfig, NMSGModel, NoiseLearning
@@ -27,8 +30,19 @@ class _LearnedNoise:
     learning: NoiseLearning
 
 
-def _noise_key(data: Any, config: NMSGConfig) -> tuple:
-    return (id(data), tuple(getattr(config, f) for f in NOISE_FIELDS))
+def mask_fingerprint(mask: Any) -> str | None:
+    """Which voxels a background mask marks, as a digest: painting changes a Labels
+    layer's array in place, so its identity alone would not tell."""
+    if mask is None:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for z in range(0, mask.shape[0], 16):  # a slab at a time: the mask may be lazy or large
+        digest.update(np.packbits(np.asarray(mask[z : z + 16]) != 0).tobytes())
+    return digest.hexdigest()
+
+
+def _noise_key(data: Any, config: NMSGConfig, background: str | None) -> tuple:
+    return (id(data), tuple(getattr(config, f) for f in NOISE_FIELDS), background)
 
 
 class Session:
@@ -43,16 +57,27 @@ class Session:
         self.scratch = ScratchFiles()  # the memory-mapped files behind output layers
 
     def remember_noise(
-        self, layer_id: Any, data: Any, config: NMSGConfig, learning: NoiseLearning
+        self,
+        layer_id: Any,
+        data: Any,
+        config: NMSGConfig,
+        learning: NoiseLearning,
+        background: str | None = None,
     ) -> None:
-        self._noise = _LearnedNoise(layer_id, _noise_key(data, config), learning)
+        """``background``: the ``mask_fingerprint`` of the mask the noise was learned in,
+        taken when the run started (the user may paint on while it runs)."""
+        self._noise = _LearnedNoise(layer_id, _noise_key(data, config, background), learning)
 
-    def cached_noise(self, layer_id: Any, data: Any, config: NMSGConfig) -> NoiseLearning | None:
-        """The noise learned on this layer's data with these settings, if any."""
+    def cached_noise(
+        self, layer_id: Any, data: Any, config: NMSGConfig, background: str | None = None
+    ) -> NoiseLearning | None:
+        """The noise learned on this layer's data with these settings in the same marked
+        background (its fingerprint; ``None``: found automatically), if any."""
         cached = self._noise
         if cached is None or cached.layer_id != layer_id:
             return None
-        return cached.learning if cached.key == _noise_key(data, config) else None
+        key = _noise_key(data, config, background)
+        return cached.learning if cached.key == key else None
 
     @property
     def learned_noise(self) -> NoiseLearning | None:

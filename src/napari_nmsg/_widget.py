@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from ._actions import ActionButtons
 from ._compare import Comparison, same_layer
 from ._layer_picker import LayerPicker
-from ._layers import layer_by_id, show_noise_layers, volume_of
+from ._layers import is_background_layer, layer_by_id, show_noise_layers, volume_of
 from ._lifetime import CloseWatcher
 from ._model_files import ModelFiles
 from ._output_layers import ViewedSlice, find_output
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 TASK_LABELS = {"learn": "Learn noise", "denoise": "Denoise"}
 HINT = "Pick a 3D image layer, then Learn noise or Denoise."
+AUTOMATIC_BACKGROUND = "found automatically"
 USER_ERRORS = (InputError, OutputError, ValueError)  # said in one line, never a traceback
 T = TypeVar("T")
 
@@ -91,6 +92,13 @@ class NMSGWidget(QWidget):
         self.layer_combo.layer_removed.connect(self._on_layer_removed)
         self.settings = SettingsPanel(self.session.scratch.folder)
         self.settings.form.insertRow(0, "Tomogram", self.layer_combo)
+        self.background_combo = LayerPicker(
+            self.viewer,
+            accepts=is_background_layer,
+            none_label=AUTOMATIC_BACKGROUND,
+            tooltip="a Labels layer painted over ice or vacuum: the noise is learned there",
+        )
+        self.settings.form.insertRow(1, "Background", self.background_combo)
         self.settings.scratch_folder.changed.connect(self._set_scratch_folder)
         self.actions = ActionButtons()
         self.actions.learn_button.clicked.connect(self.learn_noise)
@@ -168,7 +176,7 @@ class NMSGWidget(QWidget):
 
     def learn_noise(self) -> Any:
         """Start *Learn noise* on the selected layer; returns the worker (``None`` if busy)."""
-        return self._start(plan_learn)
+        return self._start(partial(plan_learn, background=self.background_combo.selected()))
 
     def denoise(self) -> Any:
         """Start *Denoise* on the selected layer; returns the worker (``None`` if busy).
@@ -183,6 +191,7 @@ class NMSGWidget(QWidget):
             given=self.given_settings(),
             reuse=self.reuse_check.isChecked(),
             preview_position=self._slice.position,
+            background=self.background_combo.selected(),
         )
         return self._start(plan)
 
@@ -272,7 +281,7 @@ class NMSGWidget(QWidget):
 
     def _finish_learn(self, task: Task, learning: NoiseLearning) -> None:
         layer = task.context["layer"]
-        self._remember_noise(layer, task.context["config"], learning)
+        self._remember_noise(task, learning)
         self.progress.setFormat("Noise learned")
         elapsed, note = self.run_panel.elapsed(task), learning.patches.note
         self.status.setText(f"Noise of {layer.name!r} learned in {elapsed}. {note}")
@@ -283,7 +292,7 @@ class NMSGWidget(QWidget):
         model = result.model
         layer, output = task.context["layer"], task.context["output"]
         if result.noise is not None:
-            self._remember_noise(layer, task.context["config"], result.noise)
+            self._remember_noise(task, result.noise)
         if not task.context["reused"]:
             self.session.set_model(model, f"fitted on {layer.name!r}")
             self.model_info.setText(self.session.describe_model())
@@ -294,8 +303,9 @@ class NMSGWidget(QWidget):
             message += f" Quality: {model.quality.summary()}."
         self.status.setText(message)
 
-    def _remember_noise(self, layer: Image, config: NMSGConfig, learning: NoiseLearning) -> None:
-        self.session.remember_noise(layer.unique_id, volume_of(layer), config, learning)
+    def _remember_noise(self, task: Task, learning: NoiseLearning) -> None:
+        layer, config, background = (task.context[k] for k in ("layer", "config", "background"))
+        self.session.remember_noise(layer.unique_id, volume_of(layer), config, learning, background)
         self.fidelity.setText(format_fidelity(learning.fidelity))
 
     # ---------------------------------------------------------- state
@@ -320,6 +330,7 @@ class NMSGWidget(QWidget):
         # output layers left in the viewer keep their data: a deleted file stays mapped
         self.session.scratch.release_all()
         self.layer_combo.release()
+        self.background_combo.release()
         self.viewer.dims.events.current_step.disconnect(self._update_preview_z)
 
 
