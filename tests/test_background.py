@@ -65,6 +65,12 @@ def test_thickness_along_y_marks_in_the_files_own_axes(slab):
     canonical = np.swapaxes(mask, 0, 1)  # corners are wedge-axis-first
     assert all(inside(canonical, c, found.patch_size) for c in found.corners)
 
+    thin = marked(volume.shape, (slice(4, 44), slice(0, 10), slice(4, 44)))  # 10 thick
+    found = patches_module.extract_noise_patches(
+        prepare_volume(volume, CONFIG.replace(wedge_axis=1), background=thin), 16, 64
+    )
+    assert found.patch_size == 8 and "mark regions at least 16 voxels across" in found.note
+
 
 @pytest.mark.parametrize(
     ("mask", "message"),

@@ -172,6 +172,11 @@ def extract_noise_patches(
         if len(corners) >= MIN_PATCHES or size // 2 < MIN_PATCH_SIZE:
             break
         notes.append(f"only {len(corners)} patches of {size}³ fit; retrying with {size // 2}³")
+        if marked:  # the user can fix this: say how
+            notes[-1] += (
+                f" (noise correlations longer than {size // 2} voxels are lost: mark regions at "
+                f"least {size} voxels across in every direction)"
+            )
         size //= 2
     where = "the marked background" if marked else "flat background"
     if len(corners) < 2:
