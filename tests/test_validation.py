@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, load_model, run_events, save_model
 from napari_nmsg.engine.noise_learning import iter_learn_noise_from
+from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.pipeline import (
     BASE_WIDENING,
     iter_denoise,
@@ -22,6 +25,7 @@ from napari_nmsg.engine.validation import (
     training_region,
 )
 from napari_nmsg.metrics import best_gaussian, psnr
+from napari_nmsg.provenance import quality_label
 from napari_nmsg.simulate import simulate_tomogram
 
 
@@ -136,6 +140,23 @@ def test_an_untrained_network_falls_back_to_the_gaussian_and_says_so(tomogram, t
     again = load_model(save_model(model, tmp_path / "m.pt"))
     assert again.quality == q
     assert again.denoiser.base_sigma == model.config.base_sigma
+
+
+def test_a_noise_model_that_does_not_fit_makes_the_estimate_untrustworthy(tomogram):
+    """Model noise 10x the real one (after the amplitude map's clip, still 5x): the risks
+    come out negative, and the estimate says it is not to be trusted; the learned model's
+    estimate is not flagged."""
+    config = NMSGConfig(noise_model="spectral", train_steps=4, crop=16, tile=32, overlap=8)
+    learned = run_events(iter_learn_noise_from([prepare_volume(tomogram.noisy, config)], config))
+    loud = np.zeros((3, 3, 3), np.float32)
+    loud[1, 1, 1] = 10.0
+    wrong = dataclasses.replace(learned, noise_model=SpectralNoise(torch.from_numpy(loud)))
+    for noise, flagged in ((learned, False), (wrong, True)):
+        q = run_events(iter_fit_denoiser(tomogram.noisy, config, noise=noise)).quality
+        assert q.implausible is flagged
+        assert ("not to be trusted" in q.summary()) is flagged
+        assert ("not to be trusted" in quality_label(q.to_dict())) is flagged
+    assert q.loss < 0  # a squared error estimated below zero
 
 
 def test_a_trained_network_beats_the_gaussian_in_the_estimate_and_in_truth(tomogram):

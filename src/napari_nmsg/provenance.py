@@ -78,6 +78,7 @@ def quality_label(quality: dict[str, Any]) -> str:
         for name, on in (
             ("fell back", quality["fell_back"]),
             ("over-smoothed", quality["over_smoothed"]),
+            ("not to be trusted", quality.get("implausible", False)),
         )
         if on
     )

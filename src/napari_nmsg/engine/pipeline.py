@@ -195,6 +195,7 @@ def _judge(
         over_smoothed=validation.over_smoothed(estimate),
         fell_back=fell_back,
         held_out=validation.held_out,
+        implausible=validation.implausible(net_risk, gaussian_risk),
     )
     return config, net, quality
 
