@@ -13,7 +13,9 @@ stationary noise. Real data are not like that, so each departure can be switched
 Poisson shot noise through ice whose thickness grows with tilt and across the field
 (``noise="poisson"``, ``ice_gradient``), a detector no wider than the volume (high-tilt rays
 leave it near the faces: ``detector="narrow"``), crowded membranes, tubes and particles
-(``crowding``), and radiation damage in the order of acquisition (``tilt_scheme``).
+(``crowding``), radiation damage in the order of acquisition (``tilt_scheme``), gold
+fiducials whose missing-wedge streaks and shot noise depend on position (``fiducials``), and
+a detector that blurs signal and noise alike (``detector_mtf``).
 
 Reconstruction is linear, so the clean projections and the two independent half-dose noise
 series are reconstructed separately and summed. This gives, from one identical operator:
@@ -52,6 +54,8 @@ DAMAGE_B_PER_TILT = 4.0  # Å² of B-factor added by each earlier exposure (radi
 NOISE_KINDS = ("gaussian", "poisson")
 DETECTORS = ("wide", "narrow")
 TILT_SCHEMES = ("none", "sequential", "dose-symmetric")
+GOLD_RADIUS_A = 50.0  # 10 nm fiducial beads
+GOLD_DENSITY = 8.0  # against ~1 for protein: gold scatters far more
 
 
 @dataclass
@@ -82,6 +86,8 @@ def simulate_tomogram(
     crowding: float = 0.0,
     ice_gradient: float = 0.0,
     tilt_scheme: str = "none",
+    fiducials: int = 0,
+    detector_mtf: float = 1.0,
     seed: int = 0,
 ) -> SimulatedTomogram:
     """Simulate a cryo-electron tomogram of ``shape`` voxels with its noiseless ground truth.
@@ -97,6 +103,10 @@ def simulate_tomogram(
     detector as wide as the volume. ``crowding`` > 0 adds membranes, tubes and that many
     times more particles. ``tilt_scheme`` adds radiation damage (a B-factor growing with each
     earlier exposure) in sequential (-max to +max) or dose-symmetric (0, +, -, ...) order.
+    ``fiducials`` 10 nm gold beads sit on the slab's two surfaces (``snr`` still refers to
+    the specimen without them). ``detector_mtf`` is the detector's MTF at Nyquist (1: none);
+    it falls as a Gaussian in frequency and blurs the projections' signal and noise alike,
+    as an integrating detector does.
     """
     shape = _check_shape(shape)
     _check_range("snr", snr, 0.0)
@@ -110,9 +120,14 @@ def simulate_tomogram(
     _check_choice("noise", noise, NOISE_KINDS)
     _check_choice("detector", detector, DETECTORS)
     _check_choice("tilt_scheme", tilt_scheme, TILT_SCHEMES)
+    if not isinstance(fiducials, numbers.Integral) or not 0 <= fiducials <= 1000:
+        raise ValueError(f"fiducials must be a whole number in [0, 1000], got {fiducials!r}")
+    _check_range("detector_mtf", detector_mtf, 0.0, 1.0)
 
     rng = np.random.default_rng(seed)
     phantom = _phantom(shape, voxel_size, slab_fraction, rng, crowding)
+    # their own random stream: the specimen and its noise stay as without them
+    gold = _gold(shape, voxel_size, slab_fraction, fiducials, np.random.default_rng([seed, 1]))
 
     n_half = math.floor(tilt_range / tilt_step + 1e-9)
     angles = tilt_step * np.arange(-n_half, n_half + 1, dtype=np.float64)  # degrees
@@ -126,6 +141,10 @@ def simulate_tomogram(
     clean = _apply_ctf(projections, voxel_size, defocus_um, b_factors)
 
     signal_var = float(clean[..., pad : pad + shape[2]].var())
+    if gold is not None:
+        gold_projections = _project(gold, np.deg2rad(angles), width)
+        clean = clean + _apply_ctf(gold_projections, voxel_size, defocus_um, b_factors)
+        phantom = phantom + gold
     if noise == "gaussian":
         sigma = math.sqrt(signal_var / snr)
         # Half-dose noise has twice the variance; the full dose averages the two halves.
@@ -135,6 +154,8 @@ def simulate_tomogram(
         clean, half_noise = _shot_noise(clean / math.sqrt(signal_var), transmission, snr, rng)
 
     series = np.stack([clean, half_noise[0], half_noise[1]])
+    if detector_mtf < 1.0:
+        series = _blur_by_mtf(series, detector_mtf)
     filtered = _ramp_filter(series, np.deg2rad(tilt_step))
     target, rec_a, rec_b = _backproject(filtered, np.deg2rad(angles), shape[0], shape[2])
     return SimulatedTomogram(
@@ -458,6 +479,35 @@ def _apply_ctf(
     ctf = ctf * np.exp(-b_factors[:, None, None] * k2 / 4)  # one envelope per tilt
     spectrum = sfft.rfft2(proj, s=padded) * ctf
     return sfft.irfft2(spectrum, s=padded)[..., :ny, :nx]
+
+
+def _gold(
+    shape: tuple[int, int, int],
+    voxel_size: float,
+    slab_fraction: float,
+    count: int,
+    rng: np.random.Generator,
+) -> np.ndarray | None:
+    """``count`` gold beads centred on the slab's top and bottom surfaces (None for 0)."""
+    if count == 0:
+        return None
+    nz, ny, nx = shape
+    vol = np.zeros(shape, np.float32)
+    zc, half = (nz - 1) / 2, slab_fraction * nz / 2
+    radius = max(GOLD_RADIUS_A / voxel_size, 1.5)
+    for k in range(count):
+        z = zc + (half if k % 2 else -half)
+        _sphere(vol, np.array([z, rng.uniform(0, ny - 1), rng.uniform(0, nx - 1)]), radius, 1.0)
+    return GOLD_DENSITY * ndimage.gaussian_filter(vol, SMOOTH_SIGMA, truncate=3.0)
+
+
+def _blur_by_mtf(series: np.ndarray, at_nyquist: float) -> np.ndarray:
+    """Each projection of each series filtered by ``MTF(k) = at_nyquist ** (k / 0.5)²``."""
+    ny, nx = series.shape[-2:]
+    k2 = sfft.fftfreq(ny)[:, None] ** 2 + sfft.rfftfreq(nx)[None] ** 2
+    mtf = at_nyquist ** (k2 / 0.25)
+    blurred = sfft.irfft2(sfft.rfft2(series) * mtf, s=(ny, nx))
+    return blurred.astype(np.float32)
 
 
 def _ramp_filter(series: np.ndarray, weight: float) -> np.ndarray:
