@@ -61,6 +61,16 @@ CASES: dict[str, dict[str, Any]] = {
         "frame": 16,
         "note": "4 Å crowded Poisson inside a 16-voxel zero frame (trimvol/rotatevol)",
     },
+    "gold-fiducials": {
+        "role": "held-out",
+        "sim": {**REALISTIC, "voxel_size": 7.0, "fiducials": 12, "seed": 9},
+        "note": "7 Å crowded Poisson with 12 gold beads (10 nm) on the slab surfaces",
+    },
+    "detector-mtf": {
+        "role": "held-out",
+        "sim": {**REALISTIC, "detector_mtf": 0.3, "seed": 10},
+        "note": "4 Å crowded Poisson, detector MTF 0.3 at Nyquist (signal and noise blurred)",
+    },
     "thickness-y": {
         "role": "held-out",
         "sim": {**REALISTIC, "seed": 6, "shape": (64, 128, 128)},
