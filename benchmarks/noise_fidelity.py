@@ -73,7 +73,6 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
         generated = sample_patches(model, SAMPLES, learning.patches.patch_size, generator)
         row[kind] = {
             "seconds": seconds,
-            "kept": model.kind,  # the GAN is kept only if held-out fidelity prefers it
             "vs_true": noise_fidelity(generated, truth),
             "vs_held_out": learning.fidelity.get(kind),
         }
@@ -103,7 +102,6 @@ COLUMNS = [
     _figure("gan", "autocorr_error"),
     Column("kurtosis true / gan", lambda r: f"{r['gan']['vs_true']['kurtosis_real']:.2f} / "
            f"{r['gan']['vs_true']['kurtosis']:.2f}"),
-    Column("GAN kept", lambda r: "yes" if r["gan"]["kept"] == "gan" else "no"),
     Column("learn s (spectral / gan)", lambda r: f"{r['spectral']['seconds']:.0f} / "
            f"{r['gan']['seconds']:.0f}"),
 ]  # fmt: skip
