@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import peak_rss_mb
+from _common import peak_rss_mb, true_noise_patches
 
 
 def _config(spec: dict[str, Any]) -> Any:
@@ -50,7 +50,6 @@ def worker_noise(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str,
 
     from napari_nmsg.engine import iter_learn_noise, run_events
     from napari_nmsg.engine.noise_model import mean_power_spectrum, noise_fidelity, sample_patches
-    from napari_nmsg.engine.volume import canonical_view
 
     config = _config(spec)
     on_event = _timed_events(0.2)
@@ -61,15 +60,10 @@ def worker_noise(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str,
 
     # the simulator knows the noise: cut patches of it at random positions
     norm = learning.normalisation
-    true_noise = canonical_view((data["noisy"] - data["target"]) / norm.scale, norm.wedge_axis)
     size = learning.patches.patch_size
     rng = np.random.default_rng(config.seed + 1)
     count = max(64, 4 * len(learning.real_examples))
-    corners = [[int(rng.integers(0, n - size + 1)) for n in true_noise.shape] for _ in range(count)]
-    true_patches = np.stack(
-        [true_noise[z : z + size, y : y + size, x : x + size] for z, y, x in corners]
-    ).astype(np.float32)
-    true_patches -= true_patches.mean(axis=(1, 2, 3), keepdims=True)
+    true_patches = true_noise_patches(data, norm, size, count, rng)
     generator = torch.Generator().manual_seed(config.seed + 2)
     generated = sample_patches(learning.noise_model.cpu(), count, size, generator)
     vs_true = {
@@ -89,7 +83,7 @@ def worker_noise(spec: dict[str, Any], data: dict[str, np.ndarray]) -> dict[str,
         "patch_size": size,
         "fidelity_held_out": learning.fidelity,
         "fidelity_true": vs_true,
-        "true_noise_std_normalised": float(true_noise.std()),
+        "true_noise_std_normalised": float(((data["noisy"] - data["target"]) / norm.scale).std()),
     }
 
 

@@ -25,33 +25,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_json
+from _common import (
+    DEFAULT_OUT,
+    log,
+    machine_info,
+    machine_markdown,
+    true_noise_patches,
+    write_json,
+)
 from _suite_cases import CASES, simulate_case
 from _table import Column, render_table
 
 KINDS = ("spectral", "gan")
 SAMPLES = 256
-
-
-def true_noise_patches(data: dict[str, Any], learning: Any, rng: np.random.Generator):
-    """Mean-free patches of the true noise, normalised and canonical like the model's."""
-    from napari_nmsg.engine.volume import canonical_view
-
-    norm = learning.normalisation
-    noise = (data["noisy"] - data["target"]) / norm.scale
-    inside = np.zeros(noise.shape, bool)
-    inside[data.get("scored", (slice(None),) * 3)] = True
-    noise = canonical_view(noise, norm.wedge_axis)
-    inside = canonical_view(inside, norm.wedge_axis)
-    size = learning.patches.patch_size
-    patches = []
-    while len(patches) < SAMPLES:
-        corner = [int(rng.integers(0, n - size + 1)) for n in noise.shape]
-        box = tuple(slice(c, c + size) for c in corner)
-        if inside[box].all():
-            patches.append(noise[box])
-    patches = np.stack(patches).astype(np.float32)
-    return patches - patches.mean(axis=(1, 2, 3), keepdims=True)
 
 
 BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 0.9))  # |k| in cycles per voxel
@@ -85,7 +71,8 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         learning = run_events(iter_learn_noise(data["noisy"], config))
         seconds = time.perf_counter() - t0
-        truth = true_noise_patches(data, learning, np.random.default_rng(seed + 1))
+        size, rng = learning.patches.patch_size, np.random.default_rng(seed + 1)
+        truth = true_noise_patches(data, learning.normalisation, size, SAMPLES, rng)
         generator = torch.Generator().manual_seed(seed + 2)
         model = learning.noise_model.cpu()
         generated = sample_patches(model, SAMPLES, learning.patches.patch_size, generator)

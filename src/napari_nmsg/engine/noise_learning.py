@@ -24,16 +24,19 @@ from .noise_patches import NoisePatches, extract_noise_patches
 from .volume import NormalisedVolume
 
 
+def centred_crop(patches: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size``³ of each patch ``(N, p, p, p)``, mean-free again."""
+    lo = (patches.shape[1] - size) // 2
+    part = patches[:, lo : lo + size, lo : lo + size, lo : lo + size]
+    return part - part.mean(axis=(1, 2, 3), keepdims=True)
+
+
 def pool_noise_patches(found: Sequence[NoisePatches]) -> NoisePatches:
     """One set of patches from several volumes, cut to the smallest patch size found."""
     if len(found) == 1:
         return found[0]
     size = min(p.patch_size for p in found)
-    parts = []
-    for p in found:
-        lo = (p.patch_size - size) // 2
-        part = p.patches[:, lo : lo + size, lo : lo + size, lo : lo + size]
-        parts.append(part - part.mean(axis=(1, 2, 3), keepdims=True))
+    parts = [centred_crop(p.patches, size) for p in found]
     corners = np.concatenate([p.corners for p in found])
     notes = "; ".join(f"volume {i}: {p.note}" for i, p in enumerate(found))
     return NoisePatches(np.concatenate(parts).astype(np.float32), corners, size, notes)
@@ -60,9 +63,7 @@ def _automatic_fidelity(
     except InputError:
         return None
     size = min(found.patch_size, held_out.shape[1])
-    lo = (held_out.shape[1] - size) // 2
-    real = held_out[:, lo : lo + size, lo : lo + size, lo : lo + size]
-    real = real - real.mean(axis=(1, 2, 3), keepdims=True)
+    real = centred_crop(held_out, size)
     kernel = torch.from_numpy(spectral_kernel(found.patches))
     model = SpectralNoise(kernel).to(generator.device)
     return noise_fidelity(sample_patches(model, len(real) * 4, size, generator), real)
