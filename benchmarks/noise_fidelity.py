@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,17 @@ from _common import (
     machine_markdown,
     true_noise_patches,
     write_json,
+)
+from _field_fidelity import (
+    BLOCK,
+    DENSE_FRACTION,
+    LOW_SIGMA,
+    NEAR,
+    STREAK_OFFSETS,
+    compare_fields,
+    dense_neighbourhood,
+    field_statistics,
+    truth_summary,
 )
 from _suite_cases import CASES, simulate_case
 from _table import Column, render_table
@@ -58,6 +70,41 @@ def band_ratios(patches: np.ndarray, truth: np.ndarray) -> list[float]:
     return ratios
 
 
+class TrueField:
+    """The case's true noise over the whole volume (normalised, wedge axis first), the
+    region that holds data, its dense neighbourhood, and a model's field to compare."""
+
+    def __init__(self, data: dict[str, Any], config: Any):
+        from napari_nmsg.engine.pipeline import prepare_volume
+        from napari_nmsg.engine.volume import canonical_view
+
+        self.source = prepare_volume(data["noisy"], config)
+        norm = self.source.normalisation
+        inside = np.zeros(data["noisy"].shape, bool)
+        inside[data.get("scored", (slice(None),) * 3)] = True
+        self.inside = np.ascontiguousarray(canonical_view(inside, norm.wedge_axis))
+        noise = (data["noisy"] - data["target"]) / norm.scale
+        self.noise = np.ascontiguousarray(canonical_view(noise, norm.wedge_axis))
+        target = np.ascontiguousarray(canonical_view(data["target"], norm.wedge_axis))
+        self.near = dense_neighbourhood(target, self.inside)
+        self.truth = field_statistics(self.noise, self.inside, self.near)
+
+    def compare(self, model: Any, generator: Any, amplitude: bool = True) -> dict[str, float]:
+        """``model``'s noise over the whole volume, scaled by the local-amplitude map as the
+        training pairs get it (unless not ``amplitude``), against the true noise."""
+        import torch
+
+        from napari_nmsg.engine.noise_amplitude import AmplitudeSource, local_noise_amplitude
+
+        shape = self.noise.shape
+        with torch.no_grad():
+            field = model.sample(1, shape, generator)[0, 0].numpy()
+        if amplitude:
+            coarse = local_noise_amplitude(self.source, model, generator)
+            field = field * AmplitudeSource(coarse, shape).read(tuple(slice(0, n) for n in shape))
+        return compare_fields(field_statistics(field, self.inside, self.near), self.truth)
+
+
 def run_case(name: str, seed: int) -> dict[str, Any]:
     import torch
 
@@ -66,6 +113,8 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
 
     data = simulate_case(name, seed)
     row: dict[str, Any] = {"role": CASES[name]["role"], "note": CASES[name]["note"]}
+    fields = TrueField(data, NMSGConfig.preset("fast", seed=seed))
+    row["true_field"] = truth_summary(fields.truth)
     for kind in KINDS:
         config = NMSGConfig.preset("fast", noise_model=kind, seed=seed)
         t0 = time.perf_counter()
@@ -81,7 +130,12 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
             "vs_true": noise_fidelity(generated, truth),
             "band_ratios": band_ratios(generated, truth),
             "vs_held_out": learning.fidelity.get(kind),
+            "field": fields.compare(model, torch.Generator().manual_seed(seed + 3)),
         }
+        if kind == "spectral":  # what the amplitude map adds: the same noise without it
+            row[kind]["field_stationary"] = fields.compare(
+                model, torch.Generator().manual_seed(seed + 3), amplitude=False
+            )
         row["patches"] = {
             "note": learning.patches.note,
             "vs_true": noise_fidelity(learning.patches.patches, truth),
@@ -121,6 +175,52 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def _field(kind: str, key: str, fmt: str = ".3f") -> Callable[[dict[str, Any]], str]:
+    return lambda r: format(r[kind]["field"][key], fmt) if "field" in r[kind] else "–"
+
+
+def _trio(key: str, fmt: str = ".3f") -> Column:
+    """The true noise's figure / the spectral model's / the GAN's."""
+
+    def cell(r: dict[str, Any]) -> str:
+        if "true_field" not in r:
+            return "–"
+        return " / ".join(
+            [format(r["true_field"][key], fmt), _field("spectral", key, fmt)(r),
+             _field("gan", key, fmt)(r)]
+        )  # fmt: skip
+
+    return Column(f"{key.replace('_', ' ')}: true / spectral / gan", cell)
+
+
+def _map_errors(r: dict[str, Any]) -> str:
+    """Variance-map error of the spectral model without the map, then with it, then GAN."""
+    spectral = r["spectral"]
+    if "field_stationary" not in spectral:
+        return "–"
+    errors = [spectral["field_stationary"], spectral["field"], r["gan"]["field"]]
+    return " / ".join(f"{e['variance_map_error']:.3f}" for e in errors)
+
+
+FIELD_COLUMNS = [
+    Column("case", lambda r: r["name"]),
+    _trio("variance_spread"),
+    Column("variance-map error: no map / spectral / gan", lambda r: _map_errors(r)),
+    Column("variance-map corr (spectral)", _field("spectral", "variance_map_correlation")),
+    Column("low-band power / true: spectral / gan", lambda r: " / ".join(
+        [_field("spectral", "low_power_ratio")(r), _field("gan", "low_power_ratio")(r)])),
+    Column("near-dense variance / true (spectral)", _field("spectral", "near_variance_ratio")),
+    Column("streak corr at 45°, true: all / near dense", lambda r: (
+        f"{r['true_field']['streaks']['45']:.3f} / {r['true_field']['streaks_near']['45']:.3f}")
+        if "true_field" in r else "–"),
+    Column("streak error near dense: spectral / gan", lambda r: " / ".join(
+        [_field("spectral", "streak_error_near")(r), _field("gan", "streak_error_near")(r)])),
+    _trio("skewness"),
+    _trio("kurtosis"),
+    _trio("kurtosis_near"),
+]  # fmt: skip
+
+
 def render(report: dict[str, Any]) -> str:
     rows = [{"name": n, **c} for n, c in report["cases"].items()]
     return (
@@ -132,8 +232,33 @@ def render(report: dict[str, Any]) -> str:
         "error: RMS log10 spectrum ratio; variance ratio: model / true; autocorr error: "
         "largest difference of the lag 1–3 axial and lag-1 in-plane autocorrelations. Power "
         "per band: model (or patch) power over the true noise's in |k| (cycles/voxel) "
-        f"{', '.join(f'{lo}–{hi}' for lo, hi in BANDS)}.\n\n" + render_table(rows, COLUMNS) + "\n"
+        f"{', '.join(f'{lo}–{hi}' for lo, hi in BANDS)}.\n\n"
+        + render_table(rows, COLUMNS)
+        + "\n\n## Over the whole volume, as the training pairs get it\n\n"
+        "Each model's noise sampled over the whole volume and scaled by the local-amplitude "
+        "map (as the pairs add it), against the true noise. Variance spread: std of log2 "
+        f"variance over {BLOCK}³ boxes (0: stationary); variance-map error: RMS log2 ratio "
+        'of the box variances after matching their means ("no map": the spectral model '
+        "without the amplitude map); low-band power: the fields low-passed by a Gaussian of "
+        f"σ {LOW_SIGMA} voxels, power over all the data (specimen included) against the "
+        "true noise's; near dense: within "
+        f"{NEAR} voxels of the densest {DENSE_FRACTION:.1%} of the low-passed target (the "
+        "beads in `gold-fiducials`); streak corr: correlation at a lag of ~4 voxels at 45° "
+        "in the plane across the tilt axis; streak error: largest difference of those "
+        f"correlations at {', '.join(f'{a}°' for a in STREAK_OFFSETS)}. Skewness and "
+        "(excess) kurtosis of the voxel values, everywhere and near dense objects.\n\n"
+        + render_table(rows, FIELD_COLUMNS)
+        + "\n"
     )
+
+
+def _has(case: dict[str, Any], get: Callable[[dict[str, Any]], float]) -> bool:
+    """Whether a case's saved report has the figure (older runs lack the field figures)."""
+    try:
+        get(case)
+    except KeyError:
+        return False
+    return True
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -144,18 +269,35 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     names = list(report["cases"])
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names)), 3.6))
-    for k, (label, get) in enumerate(
-        [
-            ("extracted patches", lambda c: c["patches"]["vs_true"]["log_psd_error"]),
-            ("spectral model", lambda c: c["spectral"]["vs_true"]["log_psd_error"]),
-            ("GAN", lambda c: c["gan"]["vs_true"]["log_psd_error"]),
-        ]
-    ):
-        ax.bar(x + (k - 1) * 0.27, [get(report["cases"][n]) for n in names], 0.27, label=label)
-    ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-    ax.set_ylabel("log-PSD error vs true noise")
-    ax.legend(fontsize=8)
+    panels = [
+        (
+            "log-PSD error vs true noise",
+            [
+                ("extracted patches", lambda c: c["patches"]["vs_true"]["log_psd_error"]),
+                ("spectral model", lambda c: c["spectral"]["vs_true"]["log_psd_error"]),
+                ("GAN", lambda c: c["gan"]["vs_true"]["log_psd_error"]),
+            ],
+        ),
+        (
+            "variance-map error (RMS log2)",
+            [
+                ("spectral, no map",
+                 lambda c: c["spectral"]["field_stationary"]["variance_map_error"]),
+                ("spectral + map", lambda c: c["spectral"]["field"]["variance_map_error"]),
+                ("GAN + map", lambda c: c["gan"]["field"]["variance_map_error"]),
+            ],
+        ),
+    ]  # fmt: skip
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.7 * len(names)), 6.4), sharex=True)
+    for ax, (ylabel, bars) in zip(axes, panels, strict=True):
+        shown = [n for n in names if all(_has(report["cases"][n], get) for _, get in bars)]
+        where = np.array([names.index(n) for n in shown], dtype=float)
+        for k, (label, get) in enumerate(bars):
+            ax.bar(where + (k - 1) * 0.27, [get(report["cases"][n]) for n in shown], 0.27,
+                   label=label)  # fmt: skip
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    axes[-1].set_xticks(x, names, rotation=40, ha="right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
