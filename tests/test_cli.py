@@ -117,6 +117,18 @@ def test_simulate_learn_noise_and_demo_commands(tmp_path, capsys):
     assert (tmp_path / "demo" / "denoised.mrc").exists()
 
 
+def test_simulate_wants_a_folder_not_a_file_name(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path / "out.mrc"), "--size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "out.mrc: simulate writes noisy, target, even and odd .mrc into a folder" in err
+    assert err.count("\n") == 1 and not list(tmp_path.iterdir())
+    existing = tmp_path / "notes.txt"
+    existing.write_text("keep")
+    assert main(["simulate", str(existing), "--size", "16"]) == 2
+    assert "give a folder name, not a file" in capsys.readouterr().err
+    assert existing.read_text() == "keep"
+
+
 def test_every_command_has_help(capsys):
     for command in ["simulate", "learn-noise", "denoise", "demo"]:
         with pytest.raises(SystemExit) as exc:

@@ -29,7 +29,7 @@ from .engine import (
 from .engine.config import DECLARED, SETTINGS
 from .engine.settings import Declared
 from .errors import InputError, OutputError, SettingsError
-from .io import Tomogram, read_volume, write_mrc
+from .io import MRC_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES, Tomogram, read_volume, write_mrc
 from .provenance import voxel_size_note
 from .zarr_io import parse_level
 
@@ -193,10 +193,18 @@ def config_from_args(args: argparse.Namespace) -> NMSGConfig:
     return NMSGConfig.preset(args.preset, **given_settings(args))
 
 
+TOMOGRAM_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate_tomogram
 
     outdir = Path(args.outdir)
+    if outdir.is_file() or (not outdir.exists() and outdir.suffix.lower() in TOMOGRAM_SUFFIXES):
+        raise InputError(
+            f"{outdir}: simulate writes noisy, target, even and odd .mrc into a folder; "
+            "give a folder name, not a file"
+        )
     outdir.mkdir(parents=True, exist_ok=True)
     shape = (args.size,) * 3
     sim = simulate_tomogram(shape, snr=args.snr, seed=args.seed or 0)
