@@ -9,6 +9,7 @@ runs in the same process, one after another, so timings are side by side::
     python benchmarks/suite.py                         # every case, fast preset, peers
     python benchmarks/suite.py --cases vox4-crowded --methods noisy,gaussian,fast
     python benchmarks/suite.py --methods noisy,gaussian,fast,quality --cases vox4-crowded
+    python benchmarks/suite.py --methods fast,fast-gan   # the GAN noise model, same budget
 
 Writes ``suite.md``, ``suite.json`` and ``suite.png`` to ``--out`` (default
 benchmarks/results/suite), appending cases as they finish so a partial run is kept.
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_json
-from _suite_cases import CASES, DEFAULT_METHODS, METHODS, REFERENCES, scored, simulate_case
+from _suite_cases import (
+    CASES,
+    DEFAULT_METHODS,
+    METHODS,
+    PRESET_VARIANTS,
+    REFERENCES,
+    scored,
+    simulate_case,
+)
 from _table import Column, render_table
 
 
@@ -67,19 +77,59 @@ def run_topaz(python: str, noisy: np.ndarray, voxel: float) -> np.ndarray:
             return np.array(mrc.data, dtype=np.float32)
 
 
-def run_preset(preset: str, noisy: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """The preset exactly as ``nmsg denoise`` runs it, with its self-supervised estimate."""
-    from napari_nmsg import NMSGConfig, denoise, fit_denoiser
+def run_preset(
+    method: str, data: dict[str, Any], seed: int, curve_points: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The preset exactly as ``nmsg denoise`` runs it, with its self-supervised estimate;
+    with ``curve_points``, whole-volume previews on the way give a PSNR-vs-time curve (the
+    preview budget may skip some; their time is not counted). Also the same network's single
+    pass ``f(y)`` (not timed: it shows what the averaged pairs add)."""
+    from napari_nmsg import NMSGConfig, denoise
+    from napari_nmsg.engine import Preview, Progress, iter_run, run_events
+    from napari_nmsg.metrics import psnr
 
-    config = NMSGConfig.preset(preset, seed=seed)
+    noisy, truth = data["noisy"], scored(data, data["target"])
+    preset, overrides = PRESET_VARIANTS.get(method, (method, {}))
+    config = NMSGConfig.preset(preset, seed=seed, **overrides)
+    position = None
+    if curve_points:
+        every = max(1, config.train_steps // curve_points)
+        config = config.replace(preview_every=every, preview_depth=max(noisy.shape))
+
+        def position() -> int:
+            return noisy.shape[0] // 2
+
+    clock = {"eval_s": 0.0, "last": 0.0, "step": 0, "fitted": 0.0}
+    curve: list[dict[str, float]] = []
+
+    def on_event(event: Any) -> None:
+        now = time.perf_counter()
+        if isinstance(event, Progress) and event.stage == "train":
+            clock["last"], clock["step"] = now, event.step
+        elif isinstance(event, Progress) and event.stage == "validate":  # the fit's end
+            clock["fitted"] = now
+        elif isinstance(event, Preview):
+            seconds = clock["last"] - t0 - clock["eval_s"]
+            value = psnr(scored(data, event.array), truth)
+            curve.append({"step": clock["step"], "seconds": seconds, "psnr": value})
+            clock["eval_s"] += time.perf_counter() - clock["last"]
+
     t0 = time.perf_counter()
-    model = fit_denoiser(noisy, config)
-    fit_s = time.perf_counter() - t0
-    out = denoise(noisy, model)
+    run = run_events(iter_run(noisy, config, preview_position=position), on_event)
+    seconds = time.perf_counter() - t0 - clock["eval_s"]
+    model, out = run.model, run.output
+    single = replace(model, config=model.config.replace(inference_pairs=0))
+    one_pass = denoise(noisy, single)
+    curve.append(
+        {"step": config.train_steps, "seconds": seconds, "psnr": psnr(scored(data, out), truth)}
+    )
     extra = {
-        "fit_s": fit_s,
+        "timed_s": seconds,
+        "fit_s": clock["fitted"] - t0 - clock["eval_s"],
         "base_sigma": model.config.base_sigma,
         "quality": model.quality.to_dict() if model.quality else None,
+        "single_pass_psnr": psnr(scored(data, one_pass), truth),
+        "curve": curve,
     }
     return out, extra
 
@@ -146,10 +196,10 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
         elif method in REFERENCES:
             out = run_reference(method, data, args.seed)
         else:
-            out, extra = run_preset(method, noisy, args.seed)
+            out, extra = run_preset(method, data, args.seed, args.curve_points)
             if extra["quality"]:
                 extra["validated_gaussian_psnr"] = validated_gaussian_psnr(data, extra["quality"])
-        seconds = time.perf_counter() - t0
+        seconds = extra.pop("timed_s", time.perf_counter() - t0)
         fitted = affine_fit(scored(data, out), truth)
         rows[method] = {
             "psnr": psnr(scored(data, out), truth),
@@ -188,7 +238,7 @@ def ranking_agreement(report: dict[str, Any], oracle: bool = False) -> tuple[int
         rows = case["methods"]
         losses, truth = {}, {}
         for name, row in rows.items():
-            if row.get("quality"):
+            if row.get("quality") and name not in PRESET_VARIANTS:
                 losses[name], truth[name] = row["quality"]["loss"], row["psnr"]
                 gaussian = (
                     rows.get("gaussian", {}).get("psnr")
@@ -236,7 +286,18 @@ def _columns(methods: list[str]) -> list[Column]:
         Column(
             "fast vs Gaussian dB: est. / true (validated σ) / true (oracle σ)", _fast_vs_gaussian
         ),
+        *(_single_pass(m) for m in methods if m in ("fast", *PRESET_VARIANTS)),
     ]
+
+
+def _single_pass(method: str) -> Column:
+    """The preset's network applied once, ``f(y)``, without the averaged pairs."""
+
+    def cell(case: dict[str, Any]) -> str:
+        row = case["methods"].get(method, {})
+        return f"{row['single_pass_psnr']:.2f}" if "single_pass_psnr" in row else ""
+
+    return Column(f"{method} one pass f(y) dB", cell)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -289,6 +350,43 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_curves(report: dict[str, Any], path: Path) -> None:
+    """PSNR against wall time for each preset run that kept a curve, one panel per case,
+    with the peers (which train nothing here) as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = {
+        n: c for n, c in report["cases"].items() if any("curve" in r for r in c["methods"].values())
+    }
+    if not cases:
+        return
+    columns = min(4, len(cases))
+    rows = -(-len(cases) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax, (name, case) in zip(axes.flat[: len(cases)], cases.items(), strict=True):
+        for method, row in case["methods"].items():
+            if "curve" in row:
+                points = row["curve"]
+                ax.plot([p["seconds"] for p in points], [p["psnr"] for p in points], "o-",
+                        ms=3, label=method)  # fmt: skip
+        for peer, style in (("gaussian", ":"), ("topaz", "--"), ("n2n", "-.")):
+            if peer in case["methods"]:
+                ax.axhline(case["methods"][peer]["psnr"], ls=style, c="grey", lw=1, label=peer)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(cases) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("wall seconds (learn + fit + denoise)", fontsize=9)
+    fig.supylabel("PSNR (dB)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def score_validated_gaussians(
     report: dict[str, Any], cases: list[str], args: argparse.Namespace
 ) -> int:
@@ -317,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "suite")
     p.add_argument(
+        "--curve-points", type=int, default=4, help="previews per preset run for PSNR vs time"
+    )
+    p.add_argument(
         "--score-validated-gaussians",
         action="store_true",
         help="only add the true PSNR of each preset's validated Gaussian to the saved report",
@@ -332,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.score_validated_gaussians:
         return score_validated_gaussians(report, cases, args)
     report["machine"] = machine_info()
-    report["command"] = "python benchmarks/suite.py " + " ".join(argv or sys.argv[1:])
+    command = "python benchmarks/suite.py " + " ".join(argv or sys.argv[1:])
+    # runs add rows to the saved report, so it keeps every command that made them
+    report["command"] = f"{report['command']}; then {command}" if "command" in report else command
     for name in cases:
         previous = report["cases"].get(name, {}).get("methods", {})
         result = run_case(name, methods, args)
@@ -341,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(json_path, report)
         (args.out / "suite.md").write_text(render(report))
         plot(report, args.out / "suite.png")
+        plot_curves(report, args.out / "suite_curves.png")
     return 0
 
 
