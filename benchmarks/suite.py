@@ -11,8 +11,9 @@ runs in the same process, one after another, so timings are side by side::
     python benchmarks/suite.py --methods noisy,gaussian,fast,quality --cases vox4-crowded
     python benchmarks/suite.py --methods fast,fast-gan   # the GAN noise model, same budget
 
-Writes ``suite.md``, ``suite.json`` and ``suite.png`` to ``--out`` (default
-benchmarks/results/suite), appending cases as they finish so a partial run is kept.
+Writes ``suite.md``, ``suite.json``, ``suite.png`` and ``suite_curves.png`` (PSNR against
+time) to ``--out`` (default benchmarks/results/suite), appending cases as they finish so a
+partial run is kept.
 Topaz-3D (GPL-3, benchmark only) runs in a separate environment whose Python ``--topaz``
 names (``benchmarks/topaz_peer.py``); the package never imports it.
 """
