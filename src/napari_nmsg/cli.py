@@ -29,7 +29,7 @@ from .engine import (
 from .engine.config import DECLARED, SETTINGS
 from .engine.settings import Declared
 from .errors import InputError, OutputError, SettingsError
-from .io import MRC_SUFFIXES, TIFF_SUFFIXES, ZARR_SUFFIXES, Tomogram, read_volume, write_mrc
+from .io import TOMOGRAM_SUFFIXES, Tomogram, read_volume, write_mrc
 from .provenance import voxel_size_note
 from .zarr_io import parse_level
 
@@ -191,9 +191,6 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> NMSGConfig:
     return NMSGConfig.preset(args.preset, **given_settings(args))
-
-
-TOMOGRAM_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from .mapped_pages import release_mapped_pages
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIXES = (".zarr",)
+TOMOGRAM_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES  # what read_volume reads
 MODEL_SUFFIXES = (".pt", ".pth")
 _STATS_VOXELS = 1 << 23  # voxels per slab when computing header statistics
 
@@ -136,8 +137,7 @@ def read_volume(path: str | os.PathLike, level: int | str | None = None) -> Tomo
     if suffix in TIFF_SUFFIXES:
         return read_tiff(path)
     raise InputError(
-        f"cannot read {path}: unknown suffix {suffix!r} (use one of "
-        f"{', '.join(MRC_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES)})"
+        f"cannot read {path}: unknown suffix {suffix!r} (use one of {', '.join(TOMOGRAM_SUFFIXES)})"
     )
 
 
