@@ -97,19 +97,24 @@ def machine_markdown(info: dict[str, Any], end_load: Sequence[float] | None = No
 # ------------------------------------------------------------------ true noise
 
 
-def true_noise_patches(
-    data: dict[str, Any], normalisation: Any, size: int, count: int, rng: np.random.Generator
-) -> np.ndarray:
-    """``count`` mean-free ``size``³ patches of the simulator's true noise (noisy − target),
-    normalised and wedge-axis-first like a learned model's, at random places outside any
-    fill frame (``data["scored"]``, the region inside it, when the case has one)."""
+def true_noise_field(data: dict[str, Any], normalisation: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's true noise (noisy − target), normalised and wedge-axis-first like a
+    learned model's, and where it holds data: inside any fill frame (``data["scored"]``)."""
     from napari_nmsg.engine.volume import canonical_view
 
     noise = (data["noisy"] - data["target"]) / normalisation.scale
     inside = np.zeros(noise.shape, bool)
     inside[data.get("scored", (slice(None),) * 3)] = True
-    noise = canonical_view(noise, normalisation.wedge_axis)
-    inside = canonical_view(inside, normalisation.wedge_axis)
+    axis = normalisation.wedge_axis
+    return canonical_view(noise, axis), canonical_view(inside, axis)  # views, not copies
+
+
+def true_noise_patches(
+    data: dict[str, Any], normalisation: Any, size: int, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` mean-free ``size``³ patches of ``true_noise_field`` at random places inside
+    the data."""
+    noise, inside = true_noise_field(data, normalisation)
     patches = []
     while len(patches) < count:
         corner = [int(rng.integers(0, n - size + 1)) for n in noise.shape]

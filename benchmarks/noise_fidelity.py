@@ -31,6 +31,7 @@ from _common import (
     log,
     machine_info,
     machine_markdown,
+    true_noise_field,
     true_noise_patches,
     write_json,
 )
@@ -80,11 +81,7 @@ class TrueField:
 
         self.source = prepare_volume(data["noisy"], config)
         norm = self.source.normalisation
-        inside = np.zeros(data["noisy"].shape, bool)
-        inside[data.get("scored", (slice(None),) * 3)] = True
-        self.inside = np.ascontiguousarray(canonical_view(inside, norm.wedge_axis))
-        noise = (data["noisy"] - data["target"]) / norm.scale
-        self.noise = np.ascontiguousarray(canonical_view(noise, norm.wedge_axis))
+        self.noise, self.inside = map(np.ascontiguousarray, true_noise_field(data, norm))
         target = np.ascontiguousarray(canonical_view(data["target"], norm.wedge_axis))
         self.near = dense_neighbourhood(target, self.inside)
         self.truth = field_statistics(self.noise, self.inside, self.near)
