@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from napari_nmsg._run_panel import BAR_STEPS, RunPanel
+from napari_nmsg._run_panel import BAR_STEPS, REDRAW_INTERVAL_MS, RunPanel
 from napari_nmsg.engine import Progress
 
 LABELS = {"learn": "Learn noise", "denoise": "Denoise"}
@@ -46,6 +46,32 @@ def test_progress_shows_stage_and_losses_and_cancel_works_only_while_running(pan
     assert outcome.status == "cancelled" and message.startswith("Learn noise cancelled after")
     assert panel.status.text() == message and panel.progress.format() == "Cancelled"
     assert not panel.busy and not panel.cancel_button.isEnabled()
+
+
+def test_a_burst_of_steps_redraws_the_bar_a_few_times_and_ends_on_the_latest(panel, qtbot):
+    steps = 500
+
+    def burst():
+        for step in range(1, steps + 1):
+            time.sleep(0.001)
+            yield Progress("train", step, steps, {"loss": 0.5} if step == 1 else None)
+        while True:  # idle until cancelled, so the bar's last state can be read
+            time.sleep(0.01)
+            yield Progress("train", steps, steps)
+
+    values = []
+    panel.progress.valueChanged.connect(values.append)
+    events = []
+    panel.task_event.connect(lambda task, event: events.append(event))
+    began = time.monotonic()
+    panel.start("denoise", burst, "Denoising…")
+    qtbot.waitUntil(lambda: panel.progress.format() == f"Training the denoiser {steps}/{steps}")
+    redraws_allowed = 2 + (time.monotonic() - began) * 1000 / REDRAW_INTERVAL_MS
+    assert len([e for e in events if e.step < steps]) == steps - 1  # every event got through
+    assert 1 <= len(values) <= redraws_allowed < steps / 10
+    assert values[-1] == BAR_STEPS and panel.losses.text() == "Latest: loss 0.5"
+    with qtbot.waitSignal(panel.task_finished, timeout=5_000):
+        panel.cancel()
 
 
 def test_stopped_for_a_reason_says_why(panel, qtbot):
