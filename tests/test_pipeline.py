@@ -29,7 +29,8 @@ def test_events_cover_every_stage_and_previews_follow_the_requested_slice(
     stages = [e.stage for e in events if isinstance(e, Progress)]
     assert stages.index("noise-patches") < stages.index("noise-model") < stages.index("train")
     previews = [e for e in events if isinstance(e, Preview)]
-    assert len(previews) == tiny_config.train_steps // tiny_config.preview_every
+    # due every preview_every steps, and held to a tenth of the time: the first always shows
+    assert 1 <= len(previews) <= tiny_config.train_steps // tiny_config.preview_every
     region = previews[0].region
     assert region[0].start <= 20 < region[0].stop and region[1] == slice(0, 32)
     assert previews[0].array.shape == tuple(r.stop - r.start for r in region)
@@ -168,7 +169,7 @@ def test_previews_of_a_wide_plane_show_its_centre():
     assert [i.stop - i.start for i in inner] == [s.stop - s.start for s in shown]
 
 
-def test_slow_previews_are_spaced_to_a_tenth_of_the_time(monkeypatch):
+def test_previews_are_spaced_to_a_tenth_of_the_time(monkeypatch):
     from napari_nmsg.engine import previews
 
     clock = [0.0]
@@ -180,7 +181,10 @@ def test_slow_previews_are_spaced_to_a_tenth_of_the_time(monkeypatch):
         yield "preview"
 
     assert budget.due() and list(budget.spend(preview(0.1))) == ["preview"]
-    assert budget.due()  # cheap previews are never skipped
+    clock[0] += 0.85
+    assert not budget.due()  # even a cheap preview waits for 9x its time of training
+    clock[0] += 0.1
+    assert budget.due()
     list(budget.spend(preview(2.0)))
     clock[0] += 17.9
     assert not budget.due()  # 2 s of preview wants 18 s of training first

@@ -258,15 +258,14 @@ def test_learn_then_denoise_with_live_previews_and_compare(setup, qtbot):
     assert "noise-patches" not in stages and "noise-model" not in stages
     assert stages.count("train") == 6 and stages[-1] == "denoise"
     # previews arrived while training ran, around the slice the user looks at
-    assert len(previews) == 3  # steps 2, 4, 6
+    assert 1 <= len(previews) <= 3  # due at steps 2, 4, 6, held to a tenth of the time
     for region, busy, values in previews:
         assert busy
         assert region[0].start <= 5 < region[0].stop
         assert np.all(np.isfinite(values)) and np.abs(values).max() > 0
     first_region = previews[0][0]
-    assert not np.array_equal(previews[0][2], previews[-1][2])  # the slab evolves
-
     output = viewer.layers[f"{raw.name} denoised"]
+    assert not np.array_equal(previews[0][2], output.data[first_region])  # the slab evolves
     assert output.data.shape == raw.data.shape
     np.testing.assert_array_equal(output.scale, raw.scale)
     np.testing.assert_array_equal(output.translate, raw.translate)

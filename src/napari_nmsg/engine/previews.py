@@ -3,7 +3,8 @@ is looking at, so the widget shows the denoising improve while it trains.
 
 A preview costs as much as denoising its slab, which on a large tomogram is the cost of
 many training steps: its in-plane extent is bounded (the centre of the plane), and
-previews are skipped while they would take more than a tenth of the training time.
+previews are skipped while they would take more than a tenth of the training time, however
+cheap each one is.
 """
 
 from __future__ import annotations
@@ -25,21 +26,18 @@ from .volume import NormalisedVolume
 
 PreviewPosition = Callable[[], int | None]
 PREVIEW_PLANE = 384  # the largest in-plane extent of a preview slab, in voxels
-_PREVIEW_SHARE = 0.1  # of the wall time, at most, once a preview costs more than
-_FREE_S = 0.5  # seconds: cheaper previews are never skipped
+_PREVIEW_SHARE = 0.1  # of the wall time, at most
 
 
 class PreviewBudget:
-    """Whether a preview is due: always while they are cheap, else once the training since
-    the last one took nine times as long as it did."""
+    """Whether a preview is due: the first at once, then each when the training since the
+    last one took nine times as long as that preview did."""
 
     def __init__(self) -> None:
         self._cost = 0.0
         self._ended = time.perf_counter()
 
     def due(self) -> bool:
-        if self._cost <= _FREE_S:
-            return True
         waited = time.perf_counter() - self._ended
         return waited >= self._cost * (1 - _PREVIEW_SHARE) / _PREVIEW_SHARE
 
