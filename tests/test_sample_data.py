@@ -18,6 +18,24 @@ from napari_nmsg.simulate import simulate_tomogram
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_sample_is_simulated_off_the_calling_thread(monkeypatch):
+    """napari calls sample makers on its main thread, where torch must not run (see there)."""
+    import threading
+
+    from napari_nmsg import simulate
+
+    ran_on = []
+
+    def recording(*args, **kwargs):
+        ran_on.append(threading.get_ident())
+        return simulate_tomogram(*args, **kwargs)
+
+    monkeypatch.setattr(simulate, "simulate_tomogram", recording)
+    (noisy, _, _), _ = make_sample_data((16, 16, 16))
+    assert noisy.shape == (16, 16, 16)
+    assert len(ran_on) == 1 and ran_on[0] != threading.get_ident()
+
+
 def test_sample_is_a_simulated_tomogram_and_its_target():
     start = time.perf_counter()
     (noisy, noisy_meta, kind1), (truth, truth_meta, kind2) = make_sample_data()
