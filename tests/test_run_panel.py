@@ -84,7 +84,8 @@ def test_stopped_for_a_reason_says_why(panel, qtbot):
 
 def test_done_and_failed_runs(panel, qtbot):
     def quick():
-        yield Progress("denoise", 1, 2)
+        yield Progress("denoise", 1, 2, {"loss": 0.5})
+        yield Progress("denoise", 2, 2, {"loss": 0.25})  # drawn at the end, not a second later
         return 42
 
     events = []
@@ -93,8 +94,12 @@ def test_done_and_failed_runs(panel, qtbot):
         panel.start("denoise", quick, "Denoising…")
     outcome, message = finished.args
     assert (outcome.status, outcome.result, message) == ("done", 42, "")
-    assert events == [Progress("denoise", 1, 2)]
+    assert events == [
+        Progress("denoise", 1, 2, {"loss": 0.5}),
+        Progress("denoise", 2, 2, {"loss": 0.25}),
+    ]
     assert panel.progress.value() == BAR_STEPS and panel.progress.format() == "Done"
+    assert panel.losses.text() == "Latest: loss 0.25"
 
     def broken():
         yield Progress("denoise", 1, 2)

@@ -95,7 +95,8 @@ class RunPanel(QWidget):
         """Run ``stream()`` in a worker; ``text`` says what runs until the first step."""
         task = self._runner.start(name, stream, **context)
         self._clock = StageClock()
-        self._drop_progress()
+        self._redraw.stop()
+        self._pending = None
         self.progress.setValue(0)
         self.progress.setFormat("Starting…")
         self.status.setText(text)
@@ -149,13 +150,10 @@ class RunPanel(QWidget):
             self.losses.setText(losses)
         self._redraw.start()
 
-    def _drop_progress(self) -> None:
-        self._redraw.stop()
-        self._pending = None
-
     def _on_finished(self, outcome: Outcome) -> None:
         task, label = outcome.task, self.label(outcome.task)
-        self._drop_progress()
+        self._draw_progress()  # the last losses too, if their redraw was being held
+        self._redraw.stop()
         self.cancel_button.setEnabled(False)
         if outcome.status == "done":
             self.progress.setValue(BAR_STEPS)
