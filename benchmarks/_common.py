@@ -262,6 +262,20 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def write_report(
+    out: Path,
+    name: str,
+    report: dict[str, Any],
+    render: Callable[[dict[str, Any]], str],
+    plot: Callable[[dict[str, Any], Path], None],
+) -> None:
+    """``name``.json, its Markdown ``render`` and its figure ``plot`` in ``out``."""
+    write_json(out / f"{name}.json", report)
+    (out / f"{name}.md").write_text(render(report) + "\n")
+    plot(report, out / f"{name}.png")
+    log(f"wrote {out / f'{name}.md'}")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

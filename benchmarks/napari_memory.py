@@ -40,6 +40,7 @@ from _common import (
     peak_rss_mb,
     rss_now_mb,
     write_json,
+    write_report,
 )
 from _table import Column, render_table
 from out_of_core import write_big_mrc
@@ -244,10 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(result, tomogram_mb),
         "result": result,
     }
-    write_json(out / "napari_memory.json", report)
-    (out / "napari_memory.md").write_text(render(report) + "\n")
-    plot(report, out / "napari_memory.png")
-    log(f"wrote {out / 'napari_memory.md'}")
+    write_report(out, "napari_memory", report, render, plot)
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_json
+from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_report
 
 HERE = Path(__file__).resolve().parent
 
@@ -153,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "widget": widget,
         "engine": engine,
     }
-    write_json(out / "widget_speed.json", report)
-    (out / "widget_speed.md").write_text(render(report) + "\n")
-    plot(report, out / "widget_speed.png")
-    log(f"wrote {out / 'widget_speed.md'}")
+    write_report(out, "widget_speed", report, render, plot)
     return 0
 
 
