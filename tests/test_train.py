@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from napari_nmsg.engine import NMSGConfig, Progress, run_events
-from napari_nmsg.engine.train import DivergenceGuard, iter_train
+from napari_nmsg.engine.train import DivergenceGuard, iter_train, validation_steps
 
 
 def test_guard_flags_losses_far_above_the_recent_median_and_nan():
@@ -38,3 +38,29 @@ def test_a_wild_batch_is_skipped_and_training_goes_on_from_the_weight_average():
     assert [m.get("rollbacks", 0) for m in metrics] == [0] * 39 + [1] * 21
     assert metrics[-1]["loss"] < 1.5 * np.median([m["loss"] for m in metrics[20:39]])
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_scores_start_late_in_the_schedule_and_always_include_the_last_step():
+    assert validation_steps(2400) == set(range(1600, 2401, 100))
+    assert validation_steps(3000) == set(range(2000, 3001, 100))
+    assert validation_steps(300) == {200, 300}
+    assert validation_steps(30) == {30}
+
+
+def test_the_best_scored_weight_average_is_returned():
+    config = NMSGConfig(unet_width=4, crop=16, train_steps=300, seed=0)
+
+    def pairs(rng, generator):
+        x = torch.randn(2, 1, 16, 16, 16, generator=generator)
+        return x, 0.5 * x, x
+
+    scores, states = {200: 1.0, 300: 2.0}, []  # the earlier average scores better
+
+    def validate(net):
+        states.append({k: v.clone() for k, v in net.state_dict().items()})
+        return scores[len(states) * 100 + 100]
+
+    net = run_events(iter_train(pairs, config, torch.device("cpu"), validate=validate))
+    assert len(states) == 2
+    assert all(torch.equal(v, states[0][k]) for k, v in net.state_dict().items())
+    assert not all(torch.equal(v, states[1][k]) for k, v in net.state_dict().items())
