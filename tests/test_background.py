@@ -106,3 +106,14 @@ def test_cli_learns_and_denoises_in_the_marked_background(tmp_path, slab, capsys
     err = capsys.readouterr().err.strip()
     assert "small.mrc has shape (48, 48, 40)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o2.mrc").exists()
+
+
+def test_batch_offers_no_background_mask_rather_than_ignoring_it(tmp_path, slab, capsys):
+    tomo = write_mrc(tmp_path / "tomo.mrc", slab.noisy, (10.0,) * 3)
+    mask = write_mrc(tmp_path / "ice.mrc", np.ones(slab.noisy.shape, np.float32), (10.0,) * 3)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["batch", str(tomo), "-o", str(tmp_path / "out"), "--background", str(mask)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "unrecognized arguments: --background" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

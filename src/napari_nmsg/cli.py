@@ -99,21 +99,25 @@ def level_option(text: str) -> str:
     return text
 
 
-def add_io_options(parser: argparse.ArgumentParser, *, output: bool = True) -> Any:
-    """Which level of an OME-Zarr input to read and, with ``output``, how to write; returns
-    the option group."""
+def add_io_options(
+    parser: argparse.ArgumentParser, *, output: bool = True, background: bool = True
+) -> Any:
+    """Which level of an OME-Zarr input to read, with ``background`` where the noise is to
+    be learned (one mask fits one tomogram) and with ``output`` how to write; returns the
+    option group."""
     group = parser.add_argument_group("input and output (not method settings)")
     group.add_argument(
         "--level", type=level_option, metavar="N|SIZE",
         help="OME-Zarr input: the level to read, by number or by voxel size (8A: the level "
         "nearest 8 Å) (default: 0)",
     )  # fmt: skip
-    group.add_argument(
-        "--background", metavar="MASK",
-        help="learn the noise only where this volume of the tomogram's shape is non-zero "
-        "(ice or vacuum you marked, e.g. a napari Labels layer saved as .mrc/.tif) "
-        "(default: found automatically)",
-    )  # fmt: skip
+    if background:
+        group.add_argument(
+            "--background", metavar="MASK",
+            help="learn the noise only where this volume of the tomogram's shape is non-zero "
+            "(ice or vacuum you marked, e.g. a napari Labels layer saved as .mrc/.tif) "
+            "(default: found automatically)",
+        )  # fmt: skip
     if not output:
         return group
     group.add_argument(
@@ -366,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, help="torch threads per task (default: auto)")
     p.add_argument("--memory-limit", help="per local worker, e.g. 8GB; 0 turns Dask's off")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_io_options(p).add_argument(
+    add_io_options(p, background=False).add_argument(
         "--output-format", choices=OUTPUT_FORMATS, default="mrc",
         help="mrc: the input's MRC suffix, else .mrc; zarr: OME-Zarr <name>.zarr (default: mrc)",
     )  # fmt: skip
