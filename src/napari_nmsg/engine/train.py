@@ -41,9 +41,9 @@ VALIDATE_EVERY = 100  # steps between scores of the weight average
 # Scores start after this share of the schedule. With the cosine decay the weight average
 # only gets better until late: on four 128³ suite cases (fast preset, 2400 steps) the
 # validation loss fell almost monotonically and its best came at step 2000-2300, and the
-# quality preset's on the 4 Å crowded case at step 2600 of 3000. A score
-# costs about 16 training steps (0.66 s against 0.04 s on 2 cores: two passes over a
-# 96×48×128 window), so scoring from the start took 13 % of the fast preset's time.
+# quality preset's on the 4 Å crowded case at step 2600 of 3000. A score costs about 16
+# training steps (0.66 s against 0.04 s on 2 cores: two passes over a 96×48×128 window),
+# so scoring from the start took 13 % of the fast preset's time.
 VALIDATE_FROM = 2 / 3
 _REDRAWS = 10
 
