@@ -225,3 +225,19 @@ def test_a_detector_mtf_correlates_the_noise_in_plane():
     (lag_ideal, high_ideal), (lag_mtf, high_mtf) = map(lag1_x_and_high_share, (ideal, blurred))
     # measured: lag-1 along X -0.085 -> 0.205, high-pass share 0.85 -> 0.67
     assert lag_mtf > lag_ideal + 0.2 and high_mtf < high_ideal - 0.1
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "poisson"])
+def test_a_noise_seed_redraws_only_the_noise(noise: str) -> None:
+    kwargs = {"noise": noise, "crowding": 1.0, "seed": 4}
+    base = simulate_tomogram((24, 32, 32), **kwargs)
+    again = simulate_tomogram((24, 32, 32), **kwargs, noise_seed=1)
+    other = simulate_tomogram((24, 32, 32), **kwargs, noise_seed=2)
+    np.testing.assert_array_equal(again.target, base.target)
+    np.testing.assert_array_equal(again.phantom, base.phantom)
+    noises = [t.noisy - t.target for t in (base, again, other)]
+    assert np.corrcoef(noises[0].ravel(), noises[1].ravel())[0, 1] < 0.05
+    assert np.corrcoef(noises[1].ravel(), noises[2].ravel())[0, 1] < 0.05
+    assert 0.9 < noises[1].var() / noises[0].var() < 1.1
+    repeat = simulate_tomogram((24, 32, 32), **kwargs, noise_seed=1)
+    np.testing.assert_array_equal(repeat.noisy, again.noisy)
