@@ -82,25 +82,28 @@ CASES: dict[str, dict[str, Any]] = {
 # estimate's ranking (which compares risks under one noise model) leaves it out
 PRESET_VARIANTS = {"fast-gan": ("fast", {"noise_model": "gan"})}
 METHODS = (
-    "noisy", "gaussian", "tv", "topaz", "n2n", "supervised", "fast", *PRESET_VARIANTS,
+    "noisy", "gaussian", "tv", "topaz", "n2n", "supervised", "r2r-true", "fast", *PRESET_VARIANTS,
     "balanced", "quality",
 )  # fmt: skip
-REFERENCES = ("n2n", "supervised")  # need the halves or the truth: no user has both
+# need the halves or the truth, which no user has: r2r-true is NMSG with a perfect noise model
+REFERENCES = ("n2n", "supervised", "r2r-true")
 DEFAULT_METHODS = "noisy,gaussian,tv,topaz,fast"
 
 
-def simulate_case(name: str, seed: int) -> dict[str, np.ndarray]:
-    """Noisy, halves and target of a case, with its frame and axis order applied."""
+def simulate_case(name: str, seed: int, noise_seed: int | None = None) -> dict[str, np.ndarray]:
+    """Noisy, halves, target and the noisy volume's noise (noisy − target) of a case, with
+    its frame and axis order applied; ``noise_seed`` redraws only the noise."""
     from napari_nmsg.simulate import simulate_tomogram
 
     spec = CASES[name]
     params = {**BASE, **spec["sim"]}
     shape = params.pop("shape")
-    sim = simulate_tomogram(shape, seed=params.pop("seed", seed), **params)
+    sim = simulate_tomogram(shape, seed=params.pop("seed", seed), noise_seed=noise_seed, **params)
     data = {k: getattr(sim, k) for k in ("noisy", "even", "odd", "target")}
+    data["noise"] = data["noisy"] - data["target"]
     if spec.get("frame"):
         inner = tuple(slice(spec["frame"], n - spec["frame"]) for n in shape)
-        for key in ("noisy", "even", "odd"):
+        for key in ("noisy", "even", "odd", "noise"):
             framed = np.zeros_like(data[key])
             framed[inner] = data[key][inner]
             data[key] = framed
@@ -109,6 +112,14 @@ def simulate_case(name: str, seed: int) -> dict[str, np.ndarray]:
         data = {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)) for k, v in data.items()}
     data["voxel_size"] = sim.voxel_size
     return data
+
+
+def noise_realisations(name: str, seed: int, data: dict[str, Any], count: int) -> list:
+    """``count`` independent realisations of the noisy volume's noise, as a perfect noise
+    model would draw them: half the even/odd difference (same covariance, uncorrelated with
+    the noisy volume's own noise), then the noise of the same specimen simulated again."""
+    first = (data["even"] - data["odd"]) / 2
+    return [first] + [simulate_case(name, seed, k)["noise"] for k in range(1, count)]
 
 
 def scored(data: dict[str, Any], volume: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,10 +42,21 @@ from _suite_cases import (
     METHODS,
     PRESET_VARIANTS,
     REFERENCES,
+    noise_realisations,
     scored,
     simulate_case,
 )
 from _table import Column, render_table
+
+# independent true-noise realisations the perfect-noise reference (r2r-true) samples from
+TRUE_NOISE_REALISATIONS = 4
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_nmsg.engine import NMSGConfig
+    from napari_nmsg.engine.train import PairSampler
+    from napari_nmsg.engine.volume import NormalisedVolume
 
 
 def oracle_tv(noisy: np.ndarray, target: np.ndarray, data) -> tuple[float, np.ndarray]:
@@ -135,10 +146,18 @@ def run_preset(
     return out, extra
 
 
-def run_reference(method: str, data: dict[str, Any], seed: int) -> np.ndarray:
-    """Noise2Noise on the even/odd halves, or supervised on the truth, with the fast preset's
-    U-Net, crops and steps (same Gaussian base: the one best for its input, widened as in the
-    pipeline). N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on."""
+def run_reference(
+    method: str, data: dict[str, Any], seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Noise2Noise on the even/odd halves, supervised on the truth, or Recorrupted-to-
+    Recorrupted with the true noise, with the fast preset's U-Net, crops and steps (same
+    Gaussian base: the one best for its input, widened as in the pipeline).
+
+    N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on.
+    ``r2r-true`` is NMSG with a perfect noise model: each pair ``y + αz → y − z/α`` takes
+    ``z`` from one of ``data["realisations"]`` (true noise, non-stationarity included) at
+    the crop's own place, and it is applied, like the fast preset, as the mean of
+    ``f(y ± αz)`` over two of them; its one pass ``f(y)`` is returned beside it."""
     import torch
 
     from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, resolve_device, run_events
@@ -149,23 +168,64 @@ def run_reference(method: str, data: dict[str, Any], seed: int) -> np.ndarray:
     from napari_nmsg.metrics import best_gaussian
 
     noisy = data["noisy"]
-    inputs = ("even", "odd") if method == "n2n" else ("noisy", "target")
-    _, sigma, _ = best_gaussian(scored(data, data[inputs[0]]), scored(data, data["target"]))
+    first = {"n2n": "even", "supervised": "noisy", "r2r-true": "noisy"}[method]
+    _, sigma, _ = best_gaussian(scored(data, data[first]), scored(data, data["target"]))
     config = NMSGConfig.preset("fast", seed=seed, base_sigma=BASE_WIDENING * sigma)
     source = prepare_volume(noisy, config)
     norm, fill = source.normalisation, source.fill
-    a, b = (NormalisedVolume(data[k], norm, fill) for k in inputs)
     device = resolve_device(config.device)
-    pairs = aligned_pairs(a, b, config, device, config.multiple, swap=method == "n2n")
+
+    def volume(array: np.ndarray) -> NormalisedVolume:
+        return NormalisedVolume(array, norm, fill)
+
+    if method == "r2r-true":
+        recorrupted = [volume(noisy + z) for z in data["realisations"]]
+        pairs = true_noise_pairs(volume(noisy), recorrupted, config, device)
+    else:
+        a, b = (volume(data[k]) for k in ((first, "odd") if method == "n2n" else (first, "target")))
+        pairs = aligned_pairs(a, b, config, device, config.multiple, swap=method == "n2n")
     net = run_events(iter_train(pairs, config, device)).cpu()
     # applied as f(y): there is no noise model to recorrupt with
     model = NMSGModel(
         config.replace(inference_pairs=0), SpectralNoise(torch.zeros(3, 3, 3)), net, norm
     )
+
+    def apply(array: np.ndarray) -> np.ndarray:
+        return run_events(iter_denoise(array, model, normalisation=norm))
+
     if method == "supervised":
-        return run_events(iter_denoise(noisy, model))
-    halves = [run_events(iter_denoise(data[k], model, normalisation=norm)) for k in inputs]
-    return (halves[0] + halves[1]) / 2
+        return apply(noisy), None
+    if method == "n2n":
+        return (apply(data["even"]) + apply(data["odd"])) / 2, None
+    steps = [config.alpha * z for z in data["realisations"][: config.inference_pairs]]
+    passes = [apply(noisy + sign * step) for step in steps for sign in (1, -1)]
+    return np.mean(passes, axis=0), apply(noisy)
+
+
+def true_noise_pairs(
+    noisy: NormalisedVolume,
+    recorrupted: list[NormalisedVolume],
+    config: NMSGConfig,
+    device: torch.device,
+) -> PairSampler:
+    """R2R pairs whose recorrupting noise is a true noise realisation at the crop's place:
+    the difference of aligned crops of ``noisy`` and of ``noisy`` plus one realisation
+    (drawn at random for each batch)."""
+    import torch
+
+    from napari_nmsg.engine.pairs import make_pair
+    from napari_nmsg.engine.train import augment_inplane, crop_shape, random_crops
+
+    size = crop_shape(noisy.shape, config.crop, config.multiple)
+
+    def sample(rng: np.random.Generator, generator: torch.Generator):
+        other = recorrupted[int(rng.integers(len(recorrupted)))]
+        crops = random_crops([noisy, other], size, config.batch_size, rng)
+        y, y_plus_z = (torch.from_numpy(c).to(device) for c in crops)
+        inputs, targets = make_pair(y, y_plus_z - y, config.pairing, config.alpha)
+        return tuple(augment_inplane([inputs, targets, y], rng))
+
+    return sample
 
 
 def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +235,8 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
     from napari_nmsg.metrics import affine_fit, best_gaussian, pearson, psnr
 
     data = simulate_case(name, args.seed)
+    if "r2r-true" in methods:
+        data["realisations"] = noise_realisations(name, args.seed, data, TRUE_NOISE_REALISATIONS)
     noisy, target = data["noisy"], data["target"]
     truth = scored(data, target)
     rows: dict[str, Any] = {}
@@ -195,7 +257,9 @@ def run_case(name: str, methods: list[str], args: argparse.Namespace) -> dict[st
                 continue
             out = run_topaz(args.topaz, noisy, data["voxel_size"])
         elif method in REFERENCES:
-            out = run_reference(method, data, args.seed)
+            out, one_pass = run_reference(method, data, args.seed)
+            if one_pass is not None:
+                extra["single_pass_psnr"] = psnr(scored(data, one_pass), truth)
         else:
             out, extra = run_preset(method, data, args.seed, args.curve_points)
             if extra["quality"]:
@@ -283,11 +347,11 @@ def _columns(methods: list[str]) -> list[Column]:
         Column("case", lambda c: c["name"]),
         Column("role", lambda c: c["role"]),
         *(psnr(m) for m in methods),
-        Column("fast s", lambda c: c["methods"].get("fast", {}).get("seconds", 0), ".0f"),
+        Column("fast s", lambda c: c["methods"].get("fast", {}).get("seconds"), ".0f"),
         Column(
             "fast vs Gaussian dB: est. / true (validated σ) / true (oracle σ)", _fast_vs_gaussian
         ),
-        *(_single_pass(m) for m in methods if m in ("fast", *PRESET_VARIANTS)),
+        *(_single_pass(m) for m in methods if m in ("r2r-true", "fast", *PRESET_VARIANTS)),
     ]
 
 
