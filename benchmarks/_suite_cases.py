@@ -114,7 +114,7 @@ def simulate_case(name: str, seed: int, noise_seed: int | None = None) -> dict[s
     return data
 
 
-def noise_realisations(name: str, seed: int, data: dict[str, Any], count: int) -> list:
+def noise_realisations(name: str, seed: int, data: dict[str, Any], count: int) -> list[np.ndarray]:
     """``count`` independent realisations of the noisy volume's noise, as a perfect noise
     model would draw them: half the even/odd difference (same covariance, uncorrelated with
     the noisy volume's own noise), then the noise of the same specimen simulated again."""

@@ -168,7 +168,9 @@ def run_reference(
     from napari_nmsg.metrics import best_gaussian
 
     noisy = data["noisy"]
-    first = {"n2n": "even", "supervised": "noisy", "r2r-true": "noisy"}[method]
+    first, second = {"n2n": ("even", "odd"), "supervised": ("noisy", "target")}.get(
+        method, ("noisy", None)
+    )
     _, sigma, _ = best_gaussian(scored(data, data[first]), scored(data, data["target"]))
     config = NMSGConfig.preset("fast", seed=seed, base_sigma=BASE_WIDENING * sigma)
     source = prepare_volume(noisy, config)
@@ -182,10 +184,11 @@ def run_reference(
         recorrupted = [volume(noisy + z) for z in data["realisations"]]
         pairs = true_noise_pairs(volume(noisy), recorrupted, config, device)
     else:
-        a, b = (volume(data[k]) for k in ((first, "odd") if method == "n2n" else (first, "target")))
+        a, b = volume(data[first]), volume(data[second])
         pairs = aligned_pairs(a, b, config, device, config.multiple, swap=method == "n2n")
     net = run_events(iter_train(pairs, config, device)).cpu()
-    # applied as f(y): there is no noise model to recorrupt with
+    # the model applies f(y): it has no noise model to recorrupt with (r2r-true adds its
+    # pairs of true noise below)
     model = NMSGModel(
         config.replace(inference_pairs=0), SpectralNoise(torch.zeros(3, 3, 3)), net, norm
     )
