@@ -156,8 +156,9 @@ def run_reference(
     N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on.
     ``r2r-true`` is NMSG with a perfect noise model: each pair ``y + αz → y − z/α`` takes
     ``z`` from one of ``data["realisations"]`` (true noise, non-stationarity included) at
-    the crop's own place, and it is applied, like the fast preset, as the mean of
-    ``f(y ± αz)`` over two of them; its one pass ``f(y)`` is returned beside it."""
+    the crop's own place, and it is applied as the mean of ``f(y ± αz)`` over two of them
+    (the fast preset's pair count, without its in-plane symmetry per pair); its one pass
+    ``f(y)`` is returned beside it."""
     import torch
 
     from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, resolve_device, run_events
@@ -168,9 +169,11 @@ def run_reference(
     from napari_nmsg.metrics import best_gaussian
 
     noisy = data["noisy"]
-    first, second = {"n2n": ("even", "odd"), "supervised": ("noisy", "target")}.get(
-        method, ("noisy", None)
-    )
+    first, second = {
+        "n2n": ("even", "odd"),
+        "supervised": ("noisy", "target"),
+        "r2r-true": ("noisy", None),  # its second volumes are noisy + each realisation
+    }[method]
     _, sigma, _ = best_gaussian(scored(data, data[first]), scored(data, data["target"]))
     config = NMSGConfig.preset("fast", seed=seed, base_sigma=BASE_WIDENING * sigma)
     source = prepare_volume(noisy, config)
