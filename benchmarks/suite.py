@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import torch
 
     from napari_nmsg.engine import NMSGConfig
+    from napari_nmsg.engine.model import NoiseLearning
     from napari_nmsg.engine.train import PairSampler
     from napari_nmsg.engine.volume import NormalisedVolume
 
@@ -126,8 +127,9 @@ def run_preset(
             curve.append({"step": clock["step"], "seconds": seconds, "psnr": value})
             clock["eval_s"] += time.perf_counter() - clock["last"]
 
+    noise = true_spectrum_noise(data, config) if method == "fast-true-spectrum" else None
     t0 = time.perf_counter()
-    run = run_events(iter_run(noisy, config, preview_position=position), on_event)
+    run = run_events(iter_run(noisy, config, noise, preview_position=position), on_event)
     seconds = time.perf_counter() - t0 - clock["eval_s"]
     model, out = run.model, run.output
     single = replace(model, config=model.config.replace(inference_pairs=0))
@@ -144,6 +146,29 @@ def run_preset(
         "curve": curve,
     }
     return out, extra
+
+
+def true_spectrum_noise(data: dict[str, Any], config: NMSGConfig) -> NoiseLearning:
+    """The noise ``config`` learns from ``data["noisy"]``, with its spectral model refitted to
+    the true noise (noisy − target) at random places inside the data, as many patches as
+    the background search found: what a perfect spectrum estimate gives, the rest of the
+    pipeline (amplitude map, validation, checkpoint choice) unchanged."""
+    import dataclasses
+
+    import torch
+
+    from _common import true_noise_patches
+    from napari_nmsg.engine import run_events
+    from napari_nmsg.engine.noise_learning import iter_learn_noise_from
+    from napari_nmsg.engine.noise_model import SpectralNoise, spectral_kernel
+    from napari_nmsg.engine.pipeline import prepare_volume
+
+    learned = run_events(iter_learn_noise_from([prepare_volume(data["noisy"], config)], config))
+    patches = learned.patches.patches
+    rng = np.random.default_rng(config.seed)
+    true = true_noise_patches(data, learned.normalisation, patches.shape[-1], len(patches), rng)
+    model = SpectralNoise(torch.from_numpy(spectral_kernel(true))).eval()
+    return dataclasses.replace(learned, noise_model=model)
 
 
 def run_reference(
