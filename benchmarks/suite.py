@@ -153,8 +153,6 @@ def true_spectrum_noise(data: dict[str, Any], config: NMSGConfig) -> NoiseLearni
     the true noise (noisy − target) at random places inside the data, as many patches as
     the background search found: what a perfect spectrum estimate gives, the rest of the
     pipeline (amplitude map, validation, checkpoint choice) unchanged."""
-    import dataclasses
-
     import torch
 
     from _common import true_noise_patches
@@ -168,7 +166,7 @@ def true_spectrum_noise(data: dict[str, Any], config: NMSGConfig) -> NoiseLearni
     rng = np.random.default_rng(config.seed)
     true = true_noise_patches(data, learned.normalisation, patches.shape[-1], len(patches), rng)
     model = SpectralNoise(torch.from_numpy(spectral_kernel(true))).eval()
-    return dataclasses.replace(learned, noise_model=model)
+    return replace(learned, noise_model=model)
 
 
 def run_reference(
