@@ -163,16 +163,16 @@ def test_training_crops_are_mostly_data_and_their_fill_stays_flat(tomogram):
 
 
 def test_output_keeps_the_fill_bit_for_bit_and_denoises_the_interior(tomogram):
-    """Measured: +0.87 dB (plain +0.59); adding model noise to fill gave -0.06, reading
-    the raw fill value into the network -0.38, the unmasked pipeline -0.37 dB."""
+    """Measured: +5.17 to +5.77 dB inside over seeds 0-3 (seed 0 alike in fp32 and bf16), the same
+    data unframed +5.41 to +5.58; with the fill taken for data, -0.38 dB. A single run's
+    framed-minus-unframed difference spreads -0.38 to +0.31 dB with the seed (the crops and
+    tiles differ), so the floor sits under the seed spread, far above the broken pipeline."""
     config = CONFIG.replace(train_steps=300, tile=48)
     volume, truth, inner = framed(tomogram.noisy, 10.0)
     out = denoise(volume, config=config)
     np.testing.assert_array_equal(out[truth].view(np.uint32), volume[truth].view(np.uint32))
-    noisy = psnr(tomogram.noisy, tomogram.target)
-    gain = psnr(out[inner], tomogram.target) - noisy
-    plain = psnr(denoise(tomogram.noisy, config=config), tomogram.target) - noisy
-    assert gain >= 0.5 and gain >= plain - 0.3, (gain, plain)
+    gain = psnr(out[inner], tomogram.target) - psnr(tomogram.noisy, tomogram.target)
+    assert gain >= 4.5, gain
 
 
 def test_thickness_along_y_inside_a_frame_finds_the_y_wedge_axis():
