@@ -56,6 +56,7 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     import napari_nmsg
+    from napari_nmsg.engine.device import native_bfloat16_cpu
 
     try:
         mem_kb = next(
@@ -68,6 +69,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bfloat16_cpu(),
         "memory_gb": round(mem_kb / 2**20, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -81,12 +84,35 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+# What makes timings comparable: one CPU model string covers AVX2-only and AVX-512 parts
+# (measured: "AMD EPYC" on both, the fast preset 2.0-3.1x slower on the AVX2 one)
+MACHINE_KEYS = ("cpu_model", "cpu_cores", "cpu_capability", "native_bf16")
+
+
+def other_machine(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
+    """Why rows measured on ``current`` must not join a report made on ``saved``, or None
+    when they may (same CPU, cores and instruction set; no report yet)."""
+    if saved is None:
+        return None
+    differ = [k for k in MACHINE_KEYS if saved.get(k) != current.get(k)]
+    if not differ:
+        return None
+    was = ", ".join(f"{k} {saved.get(k)!r}" for k in differ)
+    now = ", ".join(f"{k} {current.get(k)!r}" for k in differ)
+    return f"the saved report was made on another machine ({was}; this one: {now})"
+
+
 def machine_markdown(info: dict[str, Any], end_load: Sequence[float] | None = None) -> str:
     load = f"load average at start {info['load_avg']}"
     if end_load is not None:
         load += f", at end {[round(v, 2) for v in end_load]}"
+    isa = ""
+    if "cpu_capability" in info:
+        bf16 = "native bfloat16" if info["native_bf16"] else "no native bfloat16"
+        isa = f" ({info['cpu_capability']}, {bf16})"
     return (
-        f"Machine: {info['cpu_model']}, {info['cpu_cores']} cores, {info['memory_gb']} GB RAM; "
+        f"Machine: {info['cpu_model']}{isa}, {info['cpu_cores']} cores, "
+        f"{info['memory_gb']} GB RAM; "
         f"torch {info['torch']} ({info['torch_threads']} threads), numpy {info['numpy']}, "
         f"Python {info['python']}; napari-nmsg {info['napari_nmsg']} at {info['git']}; "
         f"{load} (the 2 cores may be shared with other work: absolute timings move with "

@@ -31,6 +31,7 @@ from _common import (
     log,
     machine_info,
     machine_markdown,
+    other_machine,
     true_noise_field,
     true_noise_patches,
     write_json,
@@ -314,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / "noise_fidelity.json"
     report = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
     if not args.render:
-        report["machine"] = machine_info()
+        machine = machine_info()
+        mixed = other_machine(report.get("machine"), machine)
+        if mixed:  # the GAN's learning times are read side by side
+            p.error(f"{mixed}: write this machine's rows to another --out")
+        report["machine"] = machine
         report["command"] = "python benchmarks/noise_fidelity.py " + " ".join(argv or sys.argv[1:])
         for name in args.cases.split(","):
             report["cases"][name] = run_case(name, args.seed)
