@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -89,17 +89,20 @@ def machine_info() -> dict[str, Any]:
 MACHINE_KEYS = ("cpu_model", "cpu_cores", "cpu_capability", "native_bf16")
 
 
-def other_machine(saved: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
-    """Why rows measured on ``current`` must not join a report made on ``saved``, or None
-    when they may (same CPU, cores and instruction set; no report yet)."""
-    if saved is None:
-        return None
-    differ = [k for k in MACHINE_KEYS if saved.get(k) != current.get(k)]
-    if not differ:
-        return None
-    was = ", ".join(f"{k} {saved.get(k)!r}" for k in differ)
-    now = ", ".join(f"{k} {current.get(k)!r}" for k in differ)
-    return f"the saved report was made on another machine ({was}; this one: {now})"
+def machine_for(report: dict[str, Any], fail: Callable[[str], NoReturn]) -> dict[str, Any]:
+    """This machine's facts, for a ``report`` that new rows join: ``fail`` (e.g. an argument
+    parser's ``error``) is called when the saved report was made on another machine, since
+    one report's timings and ratios are read side by side."""
+    current, saved = machine_info(), report.get("machine")
+    differ = [k for k in MACHINE_KEYS if saved is not None and saved.get(k) != current.get(k)]
+    if differ:
+        was = ", ".join(f"{k} {saved.get(k)!r}" for k in differ)
+        now = ", ".join(f"{k} {current.get(k)!r}" for k in differ)
+        fail(
+            f"the saved report was made on another machine ({was}; this one: {now}): "
+            "write this machine's rows to another --out"
+        )
+    return current
 
 
 def machine_markdown(info: dict[str, Any], end_load: Sequence[float] | None = None) -> str:

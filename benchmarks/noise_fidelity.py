@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_OUT,
     log,
-    machine_info,
+    machine_for,
     machine_markdown,
-    other_machine,
     true_noise_field,
     true_noise_patches,
     write_json,
@@ -315,11 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / "noise_fidelity.json"
     report = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
     if not args.render:
-        machine = machine_info()
-        mixed = other_machine(report.get("machine"), machine)
-        if mixed:  # the GAN's learning times are read side by side
-            p.error(f"{mixed}: write this machine's rows to another --out")
-        report["machine"] = machine
+        report["machine"] = machine_for(report, p.error)
         report["command"] = "python benchmarks/noise_fidelity.py " + " ".join(argv or sys.argv[1:])
         for name in args.cases.split(","):
             report["cases"][name] = run_case(name, args.seed)

@@ -38,9 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     DEFAULT_OUT,
     log,
-    machine_info,
+    machine_for,
     machine_markdown,
-    other_machine,
     write_json,
 )
 from _suite_cases import (
@@ -533,11 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
     if args.score_validated_gaussians:
         return score_validated_gaussians(report, cases, args)
-    machine = machine_info()
-    mixed = other_machine(report.get("machine"), machine)
-    if mixed:  # one report, one machine: its timings and ratios are read side by side
-        p.error(f"{mixed}: write this machine's rows to another --out")
-    report["machine"] = machine
+    report["machine"] = machine_for(report, p.error)
     command = "python benchmarks/suite.py " + " ".join(argv or sys.argv[1:])
     # runs add rows to the saved report, so it keeps every command that made them
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
