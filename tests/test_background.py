@@ -1,10 +1,13 @@
 """Noise learned where the user marked the background (a painted mask), not where the
-automatic search looks: engine, CLI and provenance, on real MRC files."""
+automatic search looks: engine, CLI, batch and provenance, on real MRC files."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pytest
 
@@ -108,12 +111,85 @@ def test_cli_learns_and_denoises_in_the_marked_background(tmp_path, slab, capsys
     assert not (tmp_path / "o2.mrc").exists()
 
 
-def test_batch_offers_no_background_mask_rather_than_ignoring_it(tmp_path, slab, capsys):
-    tomo = write_mrc(tmp_path / "tomo.mrc", slab.noisy, (10.0,) * 3)
-    mask = write_mrc(tmp_path / "ice.mrc", np.ones(slab.noisy.shape, np.float32), (10.0,) * 3)
-    with pytest.raises(SystemExit) as stop:
-        cli.main(["batch", str(tomo), "-o", str(tmp_path / "out"), "--background", str(mask)])
-    assert stop.value.code == 2
+def read_mrc(path) -> np.ndarray:
+    with mrcfile.open(path, permissive=False) as mrc:
+        return mrc.data.copy()
+
+
+def batch_summary(outdir) -> dict[str, dict]:
+    payload = json.loads((outdir / "summary.json").read_text())
+    return {Path(item["input"]).name: item for item in payload["items"]}
+
+
+def test_batch_learns_each_tomogram_in_its_own_mask_and_resumes_on_the_masks(
+    tmp_path, slab, capsys
+):
+    """A missing mask fails its tomogram alone; an edited mask redoes its tomogram, a
+    touched one with the same bytes does not; the mask reaches the noise learning."""
+    folder = tmp_path / "tomos"
+    folder.mkdir()
+    tomos = [write_mrc(folder / f"t{i}.mrc", slab.noisy, (10.0,) * 3) for i in range(2)]
+    ice = marked(slab.noisy.shape, (slice(0, 12), slice(None), slice(None))).astype(np.float32)
+    write_mrc(folder / "t0_ice.mrc", ice, (10.0,) * 3)
+    out = tmp_path / "out"
+    argv = ["batch", *map(str, tomos), "-o", str(out), "--background", "{stem}_ice.mrc",
+            "--workers", "1", *FAST]  # fmt: skip
+
+    assert cli.main(argv) == 3
+    items = batch_summary(out)
+    assert items["t0.mrc"]["status"] == "done"
+    assert items["t0.mrc"]["background"] == str(folder / "t0_ice.mrc")
+    assert items["t1.mrc"]["status"] == "failed"
+    assert items["t1.mrc"]["error"] == (
+        f"cannot read background mask {folder / 't1_ice.mrc'}: No such file or directory"
+    )
+    record = json.loads(sidecar_path(out / "t0.mrc").read_text())
+    assert record["provenance"]["noise_model"]["background"] == "t0_ice.mrc"
+    assert record["background"]["blake2b"] and record["background"]["size"] > ice.nbytes
+
+    write_mrc(folder / "t1_ice.mrc", ice, (10.0,) * 3)
+    first = (out / "t0.mrc").stat().st_mtime_ns
+    assert cli.main(argv) == 0
+    items = batch_summary(out)
+    assert [items[f"t{i}.mrc"]["status"] for i in range(2)] == ["skipped", "done"]
+    assert (out / "t0.mrc").stat().st_mtime_ns == first
+    masked = read_mrc(out / "t0.mrc")
+    assert np.array_equal(read_mrc(out / "t1.mrc"), masked)  # same data, mask and seed
+
+    os.utime(folder / "t0_ice.mrc")  # touched: same bytes
+    ice[:, :4] = 0  # edited: another region marked
+    write_mrc(folder / "t1_ice.mrc", ice, (10.0,) * 3)
+    assert cli.main(argv) == 0
+    items = batch_summary(out)
+    assert [items[f"t{i}.mrc"]["status"] for i in range(2)] == ["skipped", "done"]
+    assert (out / "t0.mrc").stat().st_mtime_ns == first
+    assert not np.array_equal(read_mrc(out / "t1.mrc"), masked)  # learned in the new mask
+
+    assert cli.main([a for a in argv if a not in ("--background", "{stem}_ice.mrc")]) == 0
+    items = batch_summary(out)  # without masks, nothing made with one is still valid
+    assert [items[f"t{i}.mrc"]["status"] for i in range(2)] == ["done", "done"]
+    assert items["t0.mrc"]["background"] is None
+    assert not np.array_equal(read_mrc(out / "t0.mrc"), masked)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--background", "ice.mrc"], "names one file for every tomogram"),
+        (["--background", "{name}_ice.mrc"], "only {stem} (the tomogram's name) can be"),
+        (["--background", "{stem}.mrc"], "tomo.mrc itself as its mask"),
+        (["--background", "../out/{stem}.mrc"], "would replace the background mask of"),
+        (["--background", "{stem}_ice.mrc", "--model", "m.pt"], "with --model none is learned"),
+        (["--background", "{stem}_ice.mrc", "--fit-on", "1"], "--fit-on learns one model"),
+    ],
+)
+def test_batch_refuses_masks_it_cannot_use_before_anything_is_created(
+    tmp_path, slab, capsys, extra, message
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tomo = write_mrc(folder / "tomo.mrc", slab.noisy, (10.0,) * 3)
+    assert cli.main(["batch", str(tomo), "-o", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err.strip()
-    assert "unrecognized arguments: --background" in err and "\n" not in err
+    assert message in err and "\n" not in err
     assert not (tmp_path / "out").exists()

@@ -302,6 +302,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         levels=args.levels,
         voxel_size=args.voxel_size,
         output_format=args.output_format,
+        background=args.background,
     )
     counts = ", ".join(f"{n} {k}" for k, n in summary.counts().items() if n)
     print(f"{counts} in {summary.wall_seconds:.1f} s; summary in {summary.outdir / 'summary.json'}")
@@ -370,7 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, help="torch threads per task (default: auto)")
     p.add_argument("--memory-limit", help="per local worker, e.g. 8GB; 0 turns Dask's off")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_io_options(p, background=False).add_argument(
+    group = add_io_options(p, background=False)
+    group.add_argument(
+        "--background", metavar="TEMPLATE",
+        help="each tomogram's background mask, named by a path with {stem} for the "
+        "tomogram's name, relative to its folder unless absolute (e.g. '{stem}_ice.mrc'): "
+        "its noise is learned only where the mask is non-zero (default: found automatically)",
+    )  # fmt: skip
+    group.add_argument(
         "--output-format", choices=OUTPUT_FORMATS, default="mrc",
         help="mrc: the input's MRC suffix, else .mrc; zarr: OME-Zarr <name>.zarr (default: mrc)",
     )  # fmt: skip

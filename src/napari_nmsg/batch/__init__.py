@@ -3,7 +3,8 @@
 ``denoise_many`` (and ``nmsg batch``) fans one task per tomogram out over a Dask cluster (a
 ``LocalCluster`` sized to the machine, or an existing scheduler). Three modes:
 
-* self-supervised (default): every task learns its own noise model and denoiser;
+* self-supervised (default): every task learns its own noise model and denoiser, from
+  the background its own mask marks if ``background=`` names one per tomogram;
 * ``model=``: inference only, with a saved model;
 * ``fit_on=N``: one model is fitted on N of the tomograms (``engine.iter_fit_denoiser_many``),
   saved into the output folder, then applied to all of them.
@@ -13,18 +14,20 @@ Inputs may be MRC, TIFF or OME-Zarr (``.zarr`` folders); outputs are MRC, or OME
 
 Resuming: each output is written atomically (``io.mrc_output``, ``zarr_io.zarr_output``)
 and then gets a sidecar ``<output>.nmsg.json`` (also atomic) recording the input's size,
-mtime and BLAKE2b content hash, the settings, the package version and the output's
-provenance. A re-run skips an input when its sidecar matches: first by size + mtime (no
-file is read, like ``rsync``'s quick check; for a ``.zarr`` folder over all its files),
-and if only the mtime differs by re-hashing the input on the worker (a touched or copied
-file with the same bytes is not redone). Anything else (no sidecar, no output, other
-settings, other content) is done again. Temporary ``.<name>.XXXX.part`` files (folders for
-OME-Zarr) left by a killed run are removed at the start of the next one, which holds a lock
-on the output folder so that two runs never write into the same folder at once.
+mtime and BLAKE2b content hash (and its mask's), the settings, the package version and
+the output's provenance. A re-run skips an input when its sidecar matches: first by size +
+mtime (no file is read, like ``rsync``'s quick check; for a ``.zarr`` folder over all its
+files), and if only the mtime differs by re-hashing the input (and mask) on the worker (a
+touched or copied file with the same bytes is not redone). Anything else (no sidecar, no
+output, other settings, other content, a mask added, changed or dropped) is done again.
+Temporary ``.<name>.XXXX.part`` files (folders for OME-Zarr) left by a killed run are
+removed at the start of the next one, which holds a lock on the output folder so that two
+runs never write into the same folder at once.
 
 Failure isolation: a task that raises (unreadable file, bad volume, ...) is reported with
 its error; the others finish. ``summary.json`` and ``summary.csv`` in the output folder list
-every input with its status (done / skipped / failed / cancelled), timings, output and error.
+every input with its status (done / skipped / failed / cancelled), timings, output, mask
+and error.
 
 Importing this package imports neither torch nor Dask: they load when a run starts.
 """
@@ -45,6 +48,7 @@ from ..zarr_io import parse_level
 from .cluster import WORKER_MEMORY, LazyClient, local_cluster_size, run_tasks, shared_model
 from .inputs import (
     SHARED_MODEL_NAME,
+    check_background_template,
     expand_inputs,
     folder_lock,
     own_names,
@@ -94,6 +98,7 @@ def denoise_many(
     levels: int = 1,
     voxel_size: float | None = None,
     output_format: str = "mrc",
+    background: str | None = None,
 ) -> BatchSummary:
     """Denoise every input tomogram into ``outdir`` on a Dask cluster; resumable.
 
@@ -109,8 +114,13 @@ def denoise_many(
     disables Dask's memory policing). ``level``: which level of the OME-Zarr inputs to
     read (a number or a voxel size such as ``"8A"``; default 0). ``output_format``:
     ``"mrc"`` or ``"zarr"`` (OME-Zarr with ``levels`` pyramid levels). ``voxel_size``: Å
-    written into every output instead of the input's. Returns a ``BatchSummary``, also
-    written as ``summary.json`` / ``summary.csv``; failures are reported there, not raised.
+    written into every output instead of the input's. ``background``: where each
+    tomogram's mask lies, a path template in which ``{stem}`` is the tomogram's name
+    without its suffix, relative to the tomogram's folder unless absolute (e.g.
+    ``"{stem}_ice.mrc"``); its noise is learned only where the mask is non-zero, and an
+    output is redone when its mask changes. Returns a ``BatchSummary``, also written as
+    ``summary.json`` / ``summary.csv``; failures (a missing mask too) are reported there,
+    not raised.
     """
     from ..engine import NMSGConfig, load_model
     from ..engine.config import INFERENCE_FIELDS, inference_settings
@@ -118,6 +128,18 @@ def denoise_many(
     started = time.perf_counter()
     if model is not None and fit_on is not None:
         raise InputError("use either a saved model or --fit-on, not both")
+    if background is not None and model is not None:
+        raise InputError(
+            "--background marks where each tomogram's noise is learned, and with --model "
+            "none is learned: leave one of them out"
+        )
+    if background is not None and fit_on is not None:
+        raise InputError(
+            "--background marks where each tomogram's own noise is learned, and --fit-on "
+            "learns one model from several tomograms without masks: leave one of them out"
+        )
+    if background is not None:
+        check_background_template(background)
     if fit_on is not None and fit_on < 1:
         raise InputError(f"--fit-on needs a positive number of tomograms, not {fit_on}")
     if levels != 1 and output_format != "zarr":
@@ -135,11 +157,11 @@ def denoise_many(
     if not paths:
         raise InputError("no input tomograms given")
     outdir = Path(outdir).absolute()
+    items = plan(paths, outdir, output_format, background)  # refused: nothing is created
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(exc.errno, f"cannot create {outdir}: {exc.strerror}") from exc
-    items = plan(paths, outdir, output_format)
     mode = "model" if model else "fit-on" if fit_on else "self"
     summary = BatchSummary(outdir, mode, items)
     say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))

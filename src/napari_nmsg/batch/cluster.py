@@ -248,7 +248,7 @@ def run_tasks(
         for i in todo:
             job = Job(
                 i, items[i].input, items[i].output, config.to_dict(), settings, digest,
-                model_path, threads, overrides, dict(io or {}),
+                model_path, threads, overrides, dict(io or {}), items[i].background,
             )  # fmt: skip
             future = dask_client.submit(run_job, job, key=f"nmsg-{run}-{i}", pure=False)
             futures[future] = i

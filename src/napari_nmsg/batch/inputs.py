@@ -73,9 +73,38 @@ def fit_on_selection(inputs: Sequence[Path], n: int) -> list[Path]:
     return [inputs[(i * len(inputs)) // n] for i in range(n)]
 
 
-def plan(inputs: Sequence[Path], outdir: Path, output_format: str = "mrc") -> list[ItemResult]:
-    """One pending item per input; refuses two inputs with one output, or an output that
-    would replace its input, before any work."""
+def check_background_template(template: str) -> None:
+    """Refuse a ``--background`` template that does not name one mask per tomogram."""
+    try:
+        names = {template.format(stem=stem) for stem in ("a", "b")}
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(
+            f"--background {template!r}: only {{stem}} (the tomogram's name) can be filled in"
+        ) from exc
+    if len(names) == 1:
+        raise InputError(
+            f"--background {template!r} names one file for every tomogram: one mask fits one "
+            "tomogram, so write {stem} where its name goes, e.g. '{stem}_ice.mrc'"
+        )
+
+
+def background_path(input_path: Path, template: str) -> Path:
+    """The background mask ``template`` names for ``input_path``: ``{stem}`` is the
+    tomogram's name without its suffix, and a relative path is relative to its folder
+    (masks usually lie beside their tomograms)."""
+    mask = os.path.expanduser(template.format(stem=input_path.stem))
+    return Path(os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(input_path)), mask)))
+
+
+def plan(
+    inputs: Sequence[Path],
+    outdir: Path,
+    output_format: str = "mrc",
+    background: str | None = None,
+) -> list[ItemResult]:
+    """One pending item per input, with its mask if a ``background`` template (checked by
+    ``check_background_template``) is given; refuses two inputs with one output, or an
+    output that would replace its input or a mask, before any work."""
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"--output-format {output_format!r}: choose one of {OUTPUT_FORMATS}")
     items, seen = [], {}
@@ -89,7 +118,20 @@ def plan(inputs: Sequence[Path], outdir: Path, output_format: str = "mrc") -> li
         if out.absolute() == path.absolute():
             raise InputError(f"output {out} would replace its input; choose another folder")
         seen[out] = path
-        items.append(ItemResult(str(path), str(out), "pending"))
+        item = ItemResult(str(path), str(out), "pending")
+        if background is not None:
+            mask = background_path(path, background)
+            if mask == Path(os.path.abspath(path)):
+                raise InputError(f"--background {background!r} names {path} itself as its mask")
+            item.background = str(mask)
+        items.append(item)
+    masks = {Path(item.background): item.input for item in items if item.background}
+    for out in map(os.path.abspath, seen):
+        if Path(out) in masks:
+            raise InputError(
+                f"output {out} would replace the background mask of {masks[Path(out)]}; "
+                "choose another folder"
+            )
     return items
 
 

@@ -1,7 +1,8 @@
 """What lets a re-run skip finished work: fingerprints, digests and the output sidecars.
 
 A sidecar ``<output>.nmsg.json`` records the input's size, mtime and BLAKE2b content hash
-and the digest of the settings; an input is skipped when its sidecar still matches.
+(and its background mask's, if it had one) and the digest of the settings; an input is
+skipped when its sidecar still matches.
 
 An OME-Zarr input or output is a folder of chunk files. Its fingerprint is over every file
 and folder in it: the total size, the newest mtime and their number (the folder's own size
@@ -136,14 +137,15 @@ def sidecar_matches(
     sidecar: dict[str, Any] | None,
     output: Path,
     digest: str,
-    *,
-    fingerprint: dict[str, int] | None = None,
-    content: str | None = None,
+    records: dict[str, dict[str, Any] | None],
 ) -> bool:
-    """Is ``output`` finished for these settings and this input?
+    """Is ``output`` finished for these settings and the files it is made from?
 
-    Give the input's ``fingerprint`` (size + mtime, the quick check) or its ``content``
-    hash (after the quick check failed). The output must exist with the recorded size.
+    ``records`` holds, for each such file (``"input"``, ``"background"``: its mask), the
+    fields its sidecar record must match: the fingerprint (size + mtime, the quick check)
+    or the ``blake2b`` content hash (after the quick check failed); None for a file the
+    output must have been made without (no mask). The output must exist with the recorded
+    size.
     """
     if not sidecar or sidecar.get("settings_digest") != digest:
         return False
@@ -152,23 +154,34 @@ def sidecar_matches(
             return False
     except (OSError, KeyError, TypeError):
         return False
-    recorded = sidecar.get("input", {})
-    if fingerprint is not None:
-        return all(recorded.get(k) == v for k, v in fingerprint.items())
-    return content is not None and recorded.get("blake2b") == content
+    for name, expected in records.items():
+        recorded = sidecar.get(name)
+        if expected is None:
+            if recorded is not None:
+                return False
+        elif not isinstance(recorded, dict) or any(
+            recorded.get(k) != v for k, v in expected.items()
+        ):
+            return False
+    return True
 
 
 def unfinished(items: list[ItemResult], digest: str) -> list[int]:
-    """Mark inputs whose output and sidecar pass the quick check as skipped; return the rest."""
+    """Mark inputs whose output and sidecar pass the quick check as skipped, and those
+    whose input or background mask cannot be read as failed; return the rest."""
     for item in items:
         if item.status != "pending":
             continue
         out = Path(item.output)
+        records: dict[str, dict[str, Any] | None] = {"input": None, "background": None}
         try:
-            fingerprint = file_fingerprint(item.input)
+            for name in records:
+                path = getattr(item, name)
+                records[name] = None if path is None else file_fingerprint(path)
         except OSError as exc:
-            item.status, item.error = "failed", f"cannot read {item.input}: {exc.strerror}"
+            what = "background mask " if name == "background" else ""
+            item.status, item.error = "failed", f"cannot read {what}{path}: {exc.strerror}"
             continue
-        if sidecar_matches(read_sidecar(sidecar_path(out)), out, digest, fingerprint=fingerprint):
+        if sidecar_matches(read_sidecar(sidecar_path(out)), out, digest, records):
             item.status = "skipped"
     return [i for i, item in enumerate(items) if item.status == "pending"]

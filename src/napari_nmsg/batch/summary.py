@@ -26,6 +26,7 @@ class ItemResult:
     output: str
     status: str  # done / skipped / failed / cancelled
     error: str | None = None
+    background: str | None = None  # the mask the noise was learned in (--background)
     seconds: dict[str, float] = field(default_factory=dict)
     worker: str | None = None
     device: str | None = None
@@ -38,16 +39,16 @@ class ItemResult:
     traceback: str | None = None
 
     def update(self, record: dict[str, Any]) -> None:
-        """Take the fields of a task's record (which never renames the input or output)."""
+        """Take the fields of a task's record (which never renames the files it was given)."""
         for name in self.__dataclass_fields__:
-            if name in record and name not in ("input", "output"):
+            if name in record and name not in ("input", "output", "background"):
                 setattr(self, name, record[name])
 
 
 _CSV_COLUMNS = [
-    "input", "output", "status", "error", "seconds_total", "seconds_hash", "seconds_read",
-    "seconds_fit", "seconds_denoise", "worker", "device", "torch_threads", "peak_rss_mb",
-    "rss_anon_mb", "rss_file_mb", "gpu_peak_mb",
+    "input", "output", "status", "error", "background", "seconds_total", "seconds_hash",
+    "seconds_read", "seconds_fit", "seconds_denoise", "worker", "device", "torch_threads",
+    "peak_rss_mb", "rss_anon_mb", "rss_file_mb", "gpu_peak_mb",
 ]  # fmt: skip
 
 

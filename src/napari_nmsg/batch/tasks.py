@@ -50,6 +50,7 @@ class Job:
     torch_threads: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     io: dict[str, Any] = field(default_factory=dict)  # denoise_file's level, levels, voxel_size
+    background: str | None = None  # mask file: learn the noise only where it is non-zero
 
 
 def zarr_level(path: str, level: int | str | None) -> int | str | None:
@@ -141,13 +142,20 @@ def run_job(job: Job) -> dict[str, Any]:
         try:
             config, facts = _setup_task(NMSGConfig.from_dict(job.config), job.torch_threads)
             record.update(facts)
-            fingerprint = file_fingerprint(job.input)
-            content = file_digest(job.input)
+            files = {"input": job.input, "background": job.background}
+            made_from = {
+                name: {"path": path, **file_fingerprint(path), "blake2b": file_digest(path)}
+                for name, path in files.items()
+                if path is not None
+            }
             seconds["hash"] = time.perf_counter() - started
             old = read_sidecar(sidecar)
-            if sidecar_matches(old, output, job.digest, content=content):
+            contents: dict[str, dict[str, Any] | None] = dict.fromkeys(files)
+            contents |= {name: {"blake2b": now["blake2b"]} for name, now in made_from.items()}
+            if sidecar_matches(old, output, job.digest, contents):
                 # Same bytes, new mtime (touched or copied): refresh the quick-check fields.
-                old["input"].update(fingerprint)
+                for name, now in made_from.items():
+                    old[name].update(now)
                 write_json_atomic(sidecar, old)
                 record["status"] = "skipped"
             else:
@@ -158,10 +166,13 @@ def run_job(job: Job) -> dict[str, Any]:
                     if note:
                         warnings.warn(note, stacklevel=1)
                 model = load_model(job.model) if job.model else None
+                mask = {"background": made_from["background"]} if job.background else {}
                 spent, _ = denoise_file(
                     job.input, output, config, model, overrides=job.overrides, **options,
-                    input_record={**fingerprint, "blake2b": content},
-                    sidecar_fields={"settings": job.settings, "settings_digest": job.digest},
+                    input_record={k: v for k, v in made_from["input"].items() if k != "path"},
+                    sidecar_fields={"settings": job.settings, "settings_digest": job.digest,
+                                    **mask},
+                    background=job.background,
                 )  # fmt: skip
                 seconds.update(spent)
                 record["status"] = "done"
