@@ -172,6 +172,45 @@ def test_batch_learns_each_tomogram_in_its_own_mask_and_resumes_on_the_masks(
     assert not np.array_equal(read_mrc(out / "t0.mrc"), masked)
 
 
+def test_batch_fits_the_shared_model_in_the_chosen_tomograms_masks(tmp_path, slab):
+    """--fit-on 2 of 3 chooses t0 and t1: t1's mask does not fit it, so the fit leaves it
+    out; t2's mask is missing, which does not matter, as t2 is only denoised. An edited
+    mask refits the shared model."""
+    folder = tmp_path / "tomos"
+    folder.mkdir()
+    tomos = [write_mrc(folder / f"t{i}.mrc", slab.noisy, (10.0,) * 3) for i in range(3)]
+    ice = marked(slab.noisy.shape, (slice(0, 12), slice(None), slice(None))).astype(np.float32)
+    write_mrc(folder / "t0_ice.mrc", ice, (10.0,) * 3)
+    write_mrc(folder / "t1_ice.mrc", ice[:, :, :40], (10.0,) * 3)
+    out = tmp_path / "out"
+    argv = ["batch", *map(str, tomos), "-o", str(out), "--background", "{stem}_ice.mrc",
+            "--fit-on", "2", "--workers", "1", *FAST]  # fmt: skip
+
+    assert cli.main(argv) == 0
+    payload = json.loads((out / "summary.json").read_text())
+    shared = payload["shared_model"]
+    assert [u["path"] for u in shared["used"]] == [str(tomos[0])]
+    assert shared["used"][0]["background"] == str(folder / "t0_ice.mrc")
+    assert "t1_ice.mrc has shape (48, 48, 40)" in shared["unusable"][str(tomos[1])]
+    assert [item["status"] for item in payload["items"]] == ["done"] * 3
+    assert all(item["background"] is None for item in payload["items"])
+    first = read_mrc(out / "t2.mrc")
+
+    assert cli.main(argv) == 0
+    payload = json.loads((out / "summary.json").read_text())
+    assert payload["shared_model"]["reused"]
+    assert [item["status"] for item in payload["items"]] == ["skipped"] * 3
+
+    ice[:, :4] = 0
+    write_mrc(folder / "t0_ice.mrc", ice, (10.0,) * 3)
+    assert cli.main(argv) == 0
+    payload = json.loads((out / "summary.json").read_text())
+    assert not payload["shared_model"]["reused"]
+    assert payload["shared_model"]["model_blake2b"] != shared["model_blake2b"]
+    assert [item["status"] for item in payload["items"]] == ["done"] * 3
+    assert not np.array_equal(read_mrc(out / "t2.mrc"), first)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -180,7 +219,6 @@ def test_batch_learns_each_tomogram_in_its_own_mask_and_resumes_on_the_masks(
         (["--background", "{stem}.mrc"], "tomo.mrc itself as its mask"),
         (["--background", "../out/{stem}.mrc"], "would replace the background mask of"),
         (["--background", "{stem}_ice.mrc", "--model", "m.pt"], "with --model none is learned"),
-        (["--background", "{stem}_ice.mrc", "--fit-on", "1"], "--fit-on learns one model"),
     ],
 )
 def test_batch_refuses_masks_it_cannot_use_before_anything_is_created(

@@ -6,8 +6,8 @@
 * self-supervised (default): every task learns its own noise model and denoiser, from
   the background its own mask marks if ``background=`` names one per tomogram;
 * ``model=``: inference only, with a saved model;
-* ``fit_on=N``: one model is fitted on N of the tomograms (``engine.iter_fit_denoiser_many``),
-  saved into the output folder, then applied to all of them.
+* ``fit_on=N``: one model is fitted on N of the tomograms (``engine.iter_fit_denoiser_many``;
+  in their masks, with ``background=``), saved into the output folder, then applied to all.
 
 Inputs may be MRC, TIFF or OME-Zarr (``.zarr`` folders); outputs are MRC, or OME-Zarr with
 ``output_format="zarr"``.
@@ -118,9 +118,9 @@ def denoise_many(
     tomogram's mask lies, a path template in which ``{stem}`` is the tomogram's name
     without its suffix, relative to the tomogram's folder unless absolute (e.g.
     ``"{stem}_ice.mrc"``); its noise is learned only where the mask is non-zero, and an
-    output is redone when its mask changes. Returns a ``BatchSummary``, also written as
-    ``summary.json`` / ``summary.csv``; failures (a missing mask too) are reported there,
-    not raised.
+    output (with ``fit_on``: the shared model) is redone when its mask changes. Returns a
+    ``BatchSummary``, also written as ``summary.json`` / ``summary.csv``; failures (a
+    missing mask too) are reported there, not raised.
     """
     from ..engine import NMSGConfig, load_model
     from ..engine.config import INFERENCE_FIELDS, inference_settings
@@ -132,11 +132,6 @@ def denoise_many(
         raise InputError(
             "--background marks where each tomogram's noise is learned, and with --model "
             "none is learned: leave one of them out"
-        )
-    if background is not None and fit_on is not None:
-        raise InputError(
-            "--background marks where each tomogram's own noise is learned, and --fit-on "
-            "learns one model from several tomograms without masks: leave one of them out"
         )
     if background is not None:
         check_background_template(background)
@@ -158,6 +153,9 @@ def denoise_many(
         raise InputError("no input tomograms given")
     outdir = Path(outdir).absolute()
     items = plan(paths, outdir, output_format, background)  # refused: nothing is created
+    if fit_on is not None:  # the masks are the shared fit's; its model denoises all as they are
+        for item in items:
+            item.background = None
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -179,7 +177,9 @@ def denoise_many(
                 settings = {"mode": "model", "model_blake2b": file_digest(model_path)}
             elif mode == "fit-on":
                 model_path = str(outdir / SHARED_MODEL_NAME)
-                fitted = shared_model(paths, fit_on, model_path, config, client, say, level)
+                fitted = shared_model(
+                    paths, fit_on, model_path, config, client, say, level, background
+                )
                 summary.shared_model = fitted
                 if fitted.get("error"):
                     for item in items:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..errors import InputError
-from .inputs import fit_on_selection
+from .inputs import background_path, fit_on_selection
 from .resume import (
     config_key,
     file_digest,
@@ -162,6 +162,13 @@ class LazyClient:
         return self.info
 
 
+def _fingerprint_or_missing(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return file_fingerprint(path)
+    except OSError:
+        return {"missing": True}
+
+
 def shared_model(
     paths: Sequence[Path],
     fit_on: int,
@@ -170,16 +177,19 @@ def shared_model(
     client: LazyClient,
     say: Callable[[str], None],
     level: int | str | None = None,
+    background: str | None = None,
 ) -> dict[str, Any]:
-    """Reuse the shared model in the output folder if it fits these settings, else fit it
-    (on ``level`` of the OME-Zarr inputs)."""
+    """Reuse the shared model in the output folder if it fits these settings and files,
+    else fit it (on ``level`` of the OME-Zarr inputs, with the masks the ``background``
+    template names)."""
     chosen = fit_on_selection(paths, fit_on)
+    masks = None if background is None else [str(background_path(p, background)) for p in chosen]
     fit_inputs = []
-    for path in chosen:
-        try:
-            fit_inputs.append({"path": str(path), **file_fingerprint(path)})
-        except OSError:
-            fit_inputs.append({"path": str(path), "missing": True})
+    for i, path in enumerate(chosen):
+        entry = {"path": str(path), **_fingerprint_or_missing(path)}
+        if masks is not None:  # only then: earlier shared models stay reusable
+            entry["background"] = {"path": masks[i], **_fingerprint_or_missing(masks[i])}
+        fit_inputs.append(entry)
     settings = {
         "config": config_key(config),
         "fit_inputs": fit_inputs,
@@ -206,6 +216,7 @@ def shared_model(
         config.to_dict(),
         threads,
         level,
+        masks,
         key=f"nmsg-fit-on-{uuid.uuid4().hex[:8]}",
         pure=False,
     )

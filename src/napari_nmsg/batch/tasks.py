@@ -192,26 +192,36 @@ def run_fit_job(
     config: dict[str, Any],
     torch_threads: int | None,
     level: int | str | None = None,
+    backgrounds: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Fit one model on several tomograms and save it (a Dask task; raises on failure)."""
+    """Fit one model on several tomograms and save it (a Dask task; raises on failure).
+    With ``backgrounds`` (one mask file per input), each tomogram's noise is learned in its
+    mask; a tomogram whose mask is unusable is left out of the fit, as an unusable volume."""
+    from .._api import read_background
     from ..engine import NMSGConfig, iter_fit_denoiser_many, run_events, save_model
-    from ..engine.volume import validate_volume
+    from ..engine.volume import validate_background, validate_volume
 
     started = time.perf_counter()
     cfg, facts = _setup_task(NMSGConfig.from_dict(config), torch_threads)
-    volumes, used, unusable = [], [], {}
-    for path in inputs:
+    volumes, masks, used, unusable = [], [], [], {}
+    for path, mask_path in zip(inputs, backgrounds or [None] * len(inputs), strict=True):
         try:
-            data = read_volume(path, level=zarr_level(path, level)).data
-            validate_volume(data)
+            tomo = read_volume(path, level=zarr_level(path, level))
+            validate_volume(tomo.data)
+            mask = read_background(mask_path, tomo)
+            if mask is not None:
+                validate_background(mask, tomo.data.shape)
         except InputError as exc:
             unusable[path] = str(exc)
             continue
-        volumes.append(data)
+        volumes.append(tomo.data)
+        masks.append(mask)
         used.append({"path": path, **file_fingerprint(path)})
+        if mask_path is not None:
+            used[-1]["background"] = mask_path
     if not volumes:
         raise InputError(f"none of the {len(inputs)} tomograms chosen for fitting is usable")
-    model = run_events(iter_fit_denoiser_many(volumes, cfg))
+    model = run_events(iter_fit_denoiser_many(volumes, cfg, masks))
     save_model(model, model_path)
     return {
         **facts,

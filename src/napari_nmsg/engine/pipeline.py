@@ -89,19 +89,27 @@ def iter_fit_denoiser(
 
 
 def iter_fit_denoiser_many(
-    volumes: Sequence[np.ndarray], config: NMSGConfig
+    volumes: Sequence[np.ndarray],
+    config: NMSGConfig,
+    backgrounds: Sequence[np.ndarray | None] | None = None,
 ) -> EventStream[NMSGModel]:
     """Learn one noise model and one denoiser from all ``volumes`` (each ``(Z, Y, X)``).
 
-    Every volume is normalised on its own, their noise patches are pooled, each gets its
-    own local noise-amplitude map and training crops come from a randomly chosen volume
-    per step. Volumes may differ in shape; memory-mapped arrays stay on disk. The first
-    volume's held-out rows validate the model, and its ``normalisation`` is recorded
-    (informative only: ``iter_denoise`` normalises every tomogram by its own statistics).
+    Every volume is normalised on its own, their noise patches are pooled (from the
+    non-zero voxels of its mask in ``backgrounds`` where one is given, else where the
+    automatic search finds them), each gets its own local noise-amplitude map and
+    training crops come from a randomly chosen volume per step. Volumes may differ in
+    shape; memory-mapped arrays stay on disk. The first volume's held-out rows validate the
+    model, and its ``normalisation`` is recorded (informative only: ``iter_denoise``
+    normalises every tomogram by its own statistics).
     """
     if not volumes:
         raise InputError("fitting on several tomograms needs at least one volume")
-    return (yield from _iter_fit([prepare_volume(v, config) for v in volumes], config))
+    masks = [None] * len(volumes) if backgrounds is None else list(backgrounds)
+    if len(masks) != len(volumes):
+        raise InputError(f"{len(masks)} background masks for {len(volumes)} volumes")
+    sources = [prepare_volume(v, config, background=m) for v, m in zip(volumes, masks, strict=True)]
+    return (yield from _iter_fit(sources, config))
 
 
 def _iter_fit(
