@@ -105,6 +105,19 @@ def machine_for(report: dict[str, Any], fail: Callable[[str], NoReturn]) -> dict
     return current
 
 
+def seed_for(report: dict[str, Any], seed: int, fail: Callable[[str], NoReturn]) -> int:
+    """``seed``, for a ``report`` that new rows join: ``fail`` is called when the saved
+    report was made with another seed, since one training seed against another moves a
+    preset by tenths of a dB (README) and rows side by side must differ only in method."""
+    saved = report.get("seed", seed)  # reports from before the seed was recorded: 0
+    if saved != seed:
+        fail(
+            f"the saved report was made with --seed {saved}: write seed {seed}'s rows to "
+            "another --out"
+        )
+    return seed
+
+
 def machine_markdown(info: dict[str, Any], end_load: Sequence[float] | None = None) -> str:
     load = f"load average at start {info['load_avg']}"
     if end_load is not None:

@@ -31,6 +31,7 @@ from _common import (
     log,
     machine_for,
     machine_markdown,
+    seed_for,
     true_noise_field,
     true_noise_patches,
     write_json,
@@ -223,7 +224,7 @@ def render(report: dict[str, Any]) -> str:
     return (
         "# Noise models against the true noise\n\n"
         + machine_markdown(report["machine"])
-        + f"\n\nCommand: `{report['command']}`\n\n"
+        + f"\n\nCommand: `{report['command']}` (seed {report.get('seed', 0)})\n\n"
         "Fast preset's noise learning (GAN: 150 steps), 128³ suite cases; figures against "
         f"{SAMPLES} patches of the true noise (noisy − target) from random places. log-PSD "
         "error: RMS log10 spectrum ratio; variance ratio: model / true; autocorr error: "
@@ -315,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
     if not args.render:
         report["machine"] = machine_for(report, p.error)
-        report["command"] = "python benchmarks/noise_fidelity.py " + " ".join(argv or sys.argv[1:])
+        report["seed"] = seed_for(report, args.seed, p.error)
+        command = "python benchmarks/noise_fidelity.py " + " ".join(argv or sys.argv[1:])
+        # runs replace or add case rows of the saved report: it keeps every command
+        saved = report.get("command")
+        report["command"] = f"{saved}; then {command}" if saved else command
         for name in args.cases.split(","):
             report["cases"][name] = run_case(name, args.seed)
             write_json(json_path, report)

@@ -40,6 +40,7 @@ from _common import (
     log,
     machine_for,
     machine_markdown,
+    seed_for,
     write_json,
 )
 from _suite_cases import (
@@ -410,6 +411,7 @@ def render(report: dict[str, Any]) -> str:
         "# Case suite\n\n"
         + machine_markdown(report["machine"])
         + f"\n\nCommand: `{report['command']}`\n\n"
+        + f"Seed {report.get('seed', 0)}: of training, and of the data where a case fixes none.\n\n"
         + "PSNR (dB) against the noiseless reconstruction after an affine fit, inside any fill "
         "frame; Gaussian and TV use the oracle (ground-truth-chosen) setting. Times are wall "
         "seconds on this machine, methods run one after another.\n\n"
@@ -533,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.score_validated_gaussians:
         return score_validated_gaussians(report, cases, args)
     report["machine"] = machine_for(report, p.error)
+    report["seed"] = seed_for(report, args.seed, p.error)
     command = "python benchmarks/suite.py " + " ".join(argv or sys.argv[1:])
     # runs add rows to the saved report, so it keeps every command that made them
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
