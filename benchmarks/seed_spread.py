@@ -1,0 +1,120 @@
+"""How far a preset's PSNR moves between training runs that differ only in their seed (or
+machine), read from saved ``suite.py`` reports: the noise floor under any comparison of
+two methods made with one seed each.
+
+    python benchmarks/seed_spread.py RUN.json [RUN.json ...] --case tilt70-dosesym \\
+        --out benchmarks/results/seed-spread
+
+Each report is one run (one machine, one seed: ``suite.py`` refuses to mix either); the
+table has a row per run and, per method, the spread (max − min) over the runs, and the
+difference of each method against the first method given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_report
+from _table import Column, render_table
+
+
+def load_runs(paths: list[Path], case: str, methods: list[str]) -> list[dict[str, Any]]:
+    """One row per report: its machine, seed, report path and each method's PSNR."""
+    runs = []
+    for path in paths:
+        report = json.loads(path.read_text())
+        rows = report["cases"][case]["methods"]
+        machine = report["machine"]
+        runs.append({
+            "report": str(path),
+            "cpu": f"{machine['cpu_model']} ({machine.get('cpu_capability', '?')})",
+            "seed": report.get("seed", 0),
+            "psnr": {m: rows[m]["psnr"] for m in methods if m in rows},
+        })  # fmt: skip
+    return runs
+
+
+def render(report: dict[str, Any]) -> str:
+    methods, runs = report["methods"], report["runs"]
+    first = methods[0]
+    columns = [Column("CPU", lambda r: r["cpu"]), Column("seed", lambda r: r["seed"])]
+    columns += [Column(f"{m} dB", lambda r, m=m: r["psnr"].get(m), ".2f") for m in methods]
+    columns += [
+        Column(f"{m} − {first} dB", lambda r, m=m: _difference(r, m, first), "+.2f")
+        for m in methods[1:]
+    ]
+    spreads = ", ".join(
+        f"{m} {s:.2f} dB (mean {report['mean'][m]:.2f})" for m, s in report["spread"].items()
+    )
+    return (
+        f"# Seed spread on {report['case']}\n\n"
+        f"Command: `{report['command']}`\n\n"
+        "PSNR (dB) of the same case and data, one row per run; each run's own report (machine, "
+        "command) is listed below.\n\n"
+        + render_table(runs, columns)
+        + f"\n\nSpread (max − min over the runs): {spreads}.\n\nReports:\n"
+        + "\n".join(f"- `{r['report']}`" for r in runs)
+        + "\n"
+    )
+
+
+def _difference(run: dict[str, Any], method: str, first: str) -> float | None:
+    psnr = run["psnr"]
+    return psnr[method] - psnr[first] if method in psnr and first in psnr else None
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    methods = report["methods"]
+    for run in report["runs"]:  # a run's methods joined: same data, seed and machine
+        shown = [i for i, m in enumerate(methods) if m in run["psnr"]]
+        ax.plot(shown, [run["psnr"][methods[i]] for i in shown], color="0.8", zorder=0)
+    for i, method in enumerate(methods):
+        values = [r["psnr"][method] for r in report["runs"] if method in r["psnr"]]
+        ax.scatter([i] * len(values), values, label=method)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"{report['case']}: one dot per run (seed, machine)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("reports", nargs="+", type=Path, help="suite.json of each run")
+    p.add_argument("--case", required=True)
+    p.add_argument("--methods", default="fast,fast-gan", help="the first is the reference")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    methods = args.methods.split(",")
+    runs = load_runs(args.reports, args.case, methods)
+    spread, mean = {}, {}
+    for m in methods:
+        values = [r["psnr"][m] for r in runs if m in r["psnr"]]
+        if len(values) > 1:
+            spread[m], mean[m] = max(values) - min(values), sum(values) / len(values)
+    report = {
+        "case": args.case,
+        "methods": methods,
+        "runs": runs,
+        "spread": spread,
+        "mean": mean,
+        "command": "python benchmarks/seed_spread.py " + " ".join(argv or sys.argv[1:]),
+    }
+    write_report(args.out, "seed_spread", report, render, plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
