@@ -1,6 +1,6 @@
-"""How far a preset's PSNR moves between training runs that differ only in their seed (or
-machine), read from saved ``suite.py`` reports: the noise floor under any comparison of
-two methods made with one seed each.
+"""How far a preset's PSNR, and its difference to another method, moves between runs
+that differ only in their seed (training, and data where the case fixes none) or machine,
+read from saved ``suite.py`` reports: the noise floor under any one-run comparison.
 
     python benchmarks/seed_spread.py RUN.json [RUN.json ...] --case tilt70-dosesym \\
         --out benchmarks/results/seed-spread
@@ -51,13 +51,24 @@ def render(report: dict[str, Any]) -> str:
     spreads = ", ".join(
         f"{m} {s:.2f} dB (mean {report['mean'][m]:.2f})" for m, s in report["spread"].items()
     )
+    differences = []
+    for m in methods[1:]:
+        values = [d for d in (_difference(r, m, first) for r in runs) if d is not None]
+        if values:
+            mean = sum(values) / len(values)
+            differences.append(
+                f"{m} − {first} {mean:+.2f} dB ({min(values):+.2f}..{max(values):+.2f})"
+            )
     return (
         f"# Seed spread on {report['case']}\n\n"
         f"Command: `{report['command']}`\n\n"
-        "PSNR (dB) of the same case and data, one row per run; each run's own report (machine, "
-        "command) is listed below.\n\n"
+        "PSNR (dB) of one case, one row per run; where the case fixes no data seed, the seed "
+        "draws its data too, so the methods' own PSNR moves with the data and their difference "
+        "is what compares. Each run's own report (machine, command) is listed below.\n\n"
         + render_table(runs, columns)
-        + f"\n\nSpread (max − min over the runs): {spreads}.\n\nReports:\n"
+        + f"\n\nSpread (max − min over the runs): {spreads}."
+        + (f" Mean difference: {'; '.join(differences)}." if differences else "")
+        + "\n\nReports:\n"
         + "\n".join(f"- `{r['report']}`" for r in runs)
         + "\n"
     )
