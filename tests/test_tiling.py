@@ -150,6 +150,19 @@ def test_auto_mixed_precision_only_where_it_is_native():
     assert inference_dtype(cpu, False) is None and inference_dtype(cuda, False) is None
 
 
+def test_auto_mixed_precision_is_off_where_onednn_is_capped_below_bfloat16(monkeypatch):
+    """oneDNN capped to AVX2 emulates bfloat16: 40x slower than float32 on an AMX Xeon."""
+    cpu = torch.device("cpu")
+    hardware = native_bfloat16_cpu()
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.setenv(name, "avx2")
+        assert not native_bfloat16_cpu() and inference_dtype(cpu, None) is None
+        assert inference_dtype(cpu, True) == torch.bfloat16  # asked for, it is still given
+        monkeypatch.setenv(name, "AVX512_CORE_AMX")
+        assert native_bfloat16_cpu() == hardware
+        monkeypatch.delenv(name)
+
+
 def _noise_model(seed: int = 0) -> SpectralNoise:
     kernel = torch.from_numpy(np.random.default_rng(seed).normal(size=(5, 5, 5)).astype(np.float32))
     return SpectralNoise(kernel / kernel.norm())
