@@ -14,13 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import ndimage, stats
 from torch import nn
 
 from .config import NMSGConfig
 from .events import EventStream, Progress
 
 _BODY_MARGIN = 2  # two unpadded 3³ convolutions in the generator's non-linear branch
+# cycles/voxel: from here up, background patches' power matched the true noise's within
+# 4 % on every suite case (signal let in lifted only lower bands)
+SEPARABLE_FROM = 0.25
+_SEPARABLE_ITERATIONS = 30
 
 
 def mean_power_spectrum(patches: np.ndarray) -> np.ndarray:
@@ -58,10 +62,59 @@ def autocorrelation_power_spectrum(patches: np.ndarray, flat: float = 0.25) -> n
     return np.maximum(np.real(np.fft.fftn(autocorrelation)), 0.0)
 
 
+def _separable_fit(spectrum: np.ndarray, along: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """(RMS log residual, fit, fitted bins) of ``spectrum ≈ N(k_z, k_other) · M(k_along)``,
+    fitted (least squares in log) only on bins at or above ``SEPARABLE_FROM`` along
+    ``along`` or across it, where the patches hold no signal."""
+    p = np.swapaxes(spectrum, 1, along)
+    f = np.fft.fftfreq(p.shape[0])
+    across = np.hypot(f[:, None], f[None, :])  # (k_z, k_other)
+    fitted = (np.abs(f)[None, :, None] >= SEPARABLE_FROM) | (across[:, None, :] >= SEPARABLE_FROM)
+    log_p = np.log(np.maximum(p, p.max() * 1e-6))
+    weight = fitted.astype(float)
+    log_n, log_m = np.zeros(p.shape[::2]), np.zeros(p.shape[1])
+    for _ in range(_SEPARABLE_ITERATIONS):  # alternating means converge to the rank-1 fit
+        log_n = ((log_p - log_m[None, :, None]) * weight).sum(1) / weight.sum(1)
+        log_m = ((log_p - log_n[:, None, :]) * weight).sum((0, 2)) / weight.sum((0, 2))
+    fit = log_n[:, None, :] + log_m[None, :, None]
+    residual = float(np.sqrt(np.mean((log_p - fit)[fitted] ** 2)))
+    return residual, np.swapaxes(np.exp(fit), 1, along), np.swapaxes(fitted, 1, along)
+
+
+def cap_signal_in_spectrum(spectrum: np.ndarray) -> tuple[np.ndarray, int]:
+    """The noise spectrum with the signal that background patches let in taken out, and the
+    tilt axis it was found along (canonical 1 or 2).
+
+    In a single-axis reconstruction every plane across the tilt axis comes from its own
+    detector row, so the noise spectrum is separable: a function of the two axes across the
+    tilt axis times one of the tilt axis (shot noise: flat; detector blur or interpolation:
+    its own shape). Signal is not, and lives at low frequencies. So the spectrum is fitted
+    as such a product where the signal is weak (``SEPARABLE_FROM`` or more along the tilt
+    axis or across it), the tilt axis being the in-plane axis that fits better, and below
+    that on both, where thick specimens leave no signal-free patch, capped at the product.
+    Measured against the true noise (suite cases, 16³ patches), power at 0.04-0.25
+    cycles/voxel over the truth's: thick specimen 1.16-1.50x before, 1.03-1.08x after;
+    64-thick one 1.01-1.82x, 1.00-1.46x; zero frame 0.95-1.51x, 0.92-1.28x; on cases with a
+    clean background it lowers those bands by 7 % at most, 9 % with a detector MTF (for
+    which the product is only nearly right).
+    """
+    fits = {axis: _separable_fit(spectrum, axis) for axis in (1, 2)}
+    tilt_axis = min(fits, key=lambda axis: fits[axis][0])
+    _, fit, fitted = fits[tilt_axis]
+    # the excess over the fit, averaged over neighbouring bins: a per-bin minimum would also
+    # cut the estimate's own scatter (10 % less power on signal-free patches)
+    excess = ndimage.uniform_filter(spectrum, 3, mode="wrap") / np.maximum(
+        ndimage.uniform_filter(fit, 3, mode="wrap"), 1e-12
+    )
+    capped = np.where(fitted, spectrum, spectrum / np.maximum(excess, 1.0))
+    return capped, tilt_axis
+
+
 def spectral_kernel(patches: np.ndarray) -> np.ndarray:
     """A centred real filter (twice the patch size) whose transfer function is the square
-    root of the patches' power spectrum."""
-    kernel = np.real(np.fft.ifftn(np.sqrt(autocorrelation_power_spectrum(patches))))
+    root of the patches' power spectrum, with the signal they hold capped out."""
+    spectrum, _ = cap_signal_in_spectrum(autocorrelation_power_spectrum(patches))
+    kernel = np.real(np.fft.ifftn(np.sqrt(spectrum)))
     return np.fft.fftshift(kernel).astype(np.float32)
 
 

@@ -1,0 +1,62 @@
+"""The separable cap takes the signal that background patches let in out of the noise
+spectrum, without moving a spectrum that holds none."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_nmsg.engine.noise_model import autocorrelation_power_spectrum, cap_signal_in_spectrum
+
+SIZE, COUNT = 16, 128
+
+
+def _wbp_like_noise(rng: np.random.Generator) -> np.ndarray:
+    """Patches whose noise is white along canonical axis 1 (the tilt axis) and ramp-coloured
+    across it, as shot noise is after weighted back-projection."""
+    white = rng.normal(size=(COUNT, SIZE, SIZE, SIZE))
+    f = np.fft.fftfreq(SIZE)
+    ramp = np.sqrt(np.hypot(f[:, None], f[None, :]) + 0.02)[:, None, :]  # (k_z, 1, k_x)
+    noise = np.real(np.fft.ifftn(np.fft.fftn(white, axes=(1, 3)) * ramp, axes=(1, 3)))
+    return noise / noise.std()
+
+
+def _signal(rng: np.random.Generator, std: float) -> np.ndarray:
+    smooth = ndimage.gaussian_filter(rng.normal(size=(COUNT, SIZE, SIZE, SIZE)), (0, 1.5, 1.5, 1.5))
+    return smooth * std / smooth.std()
+
+
+def _band_ratio(estimate: np.ndarray, truth: np.ndarray, lo: float, hi: float) -> float:
+    f = np.fft.fftfreq(estimate.shape[0])
+    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    band = (radius > lo) & (radius <= hi)
+    return float(estimate[band].sum() / truth[band].sum())
+
+
+def _mean_free(patches: np.ndarray) -> np.ndarray:
+    return patches - patches.mean(axis=(1, 2, 3), keepdims=True)
+
+
+@pytest.mark.parametrize("tilt_axis", [1, 2])
+def test_signal_in_the_patches_is_capped_out_along_either_in_plane_tilt_axis(tilt_axis):
+    rng = np.random.default_rng(0)
+    noise = _wbp_like_noise(rng)
+    contaminated = noise + _signal(rng, std=0.1)
+    if tilt_axis == 2:
+        noise, contaminated = noise.swapaxes(2, 3), contaminated.swapaxes(2, 3)
+    truth = autocorrelation_power_spectrum(_mean_free(noise))
+    learned = autocorrelation_power_spectrum(_mean_free(contaminated))
+    capped, found_axis = cap_signal_in_spectrum(learned)
+    assert found_axis == tilt_axis
+    assert _band_ratio(learned, truth, 0.04, 0.17) > 1.8  # the signal's excess
+    assert 0.9 < _band_ratio(capped, truth, 0.04, 0.17) < 1.12
+    assert np.all(capped <= learned)  # a cap: it never adds power
+    high = _band_ratio(capped, truth, 0.3, 0.9), _band_ratio(learned, truth, 0.3, 0.9)
+    assert high[0] == pytest.approx(high[1], rel=1e-3)  # signal-free bands stay as they are
+
+
+def test_a_spectrum_without_signal_keeps_its_low_band():
+    noise = _mean_free(_wbp_like_noise(np.random.default_rng(1)))
+    learned = autocorrelation_power_spectrum(noise)
+    capped, found_axis = cap_signal_in_spectrum(learned)
+    assert found_axis == 1
+    assert _band_ratio(capped, learned, 0.04, 0.25) > 0.93  # a per-bin minimum: 0.90
