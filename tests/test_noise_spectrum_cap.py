@@ -60,3 +60,17 @@ def test_a_spectrum_without_signal_keeps_its_low_band():
     capped, found_axis = cap_signal_in_spectrum(learned)
     assert found_axis == 1
     assert _band_ratio(capped, learned, 0.04, 0.25) > 0.93  # a per-bin minimum: 0.90
+
+
+@pytest.mark.parametrize(("swap", "axis_name"), [(False, "Y"), (True, "X")])
+def test_learning_notes_the_share_capped_and_the_tilt_axis_it_found(swap, axis_name):
+    from napari_nmsg.engine import NMSGConfig, iter_learn_noise, run_events
+    from napari_nmsg.simulate import simulate_tomogram
+
+    noisy = simulate_tomogram((32, 48, 48), snr=0.1, seed=5).noisy  # tilt axis Y
+    if swap:
+        noisy = np.ascontiguousarray(noisy.swapaxes(1, 2))
+    learning = run_events(iter_learn_noise(noisy, NMSGConfig.preset("fast")))
+    assert f"left out of the noise spectrum (noise separable along the tilt axis, {axis_name})" in (
+        learning.patches.note
+    )

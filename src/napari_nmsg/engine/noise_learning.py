@@ -4,6 +4,7 @@ share one model (``nmsg batch --fit-on N``): patches of every volume are pooled 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -14,7 +15,9 @@ from .device import resolve_device
 from .events import EventStream, Progress
 from .model import NoiseLearning
 from .noise_model import (
+    SpectralFit,
     SpectralNoise,
+    fit_spectrum,
     iter_fit_gan,
     noise_fidelity,
     sample_patches,
@@ -69,6 +72,16 @@ def _automatic_fidelity(
     return noise_fidelity(sample_patches(model, len(real) * 4, size, generator), real)
 
 
+def _cap_note(spectral: SpectralFit, source: NormalisedVolume) -> str:
+    """What the spectrum's cap took out, with the tilt axis in the volume's own axes."""
+    wedge = source.normalisation.wedge_axis
+    original = (wedge, *(a for a in range(3) if a != wedge))[spectral.tilt_axis]
+    return (
+        f"{spectral.signal_share:.0%} of their power judged signal and left out of the noise "
+        f"spectrum (noise separable along the tilt axis, {'ZYX'[original]})"
+    )
+
+
 def iter_learn_noise_from(
     sources: Sequence[NormalisedVolume], config: NMSGConfig
 ) -> EventStream[NoiseLearning]:
@@ -92,7 +105,9 @@ def iter_learn_noise_from(
     )
     train, held_out = patches.split(0.25, rng)
     size = patches.patch_size
-    model: SpectralNoise = SpectralNoise(torch.from_numpy(spectral_kernel(train))).to(device)
+    spectral = fit_spectrum(train)
+    model: SpectralNoise = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
+    patches = replace(patches, note=f"{patches.note}; {_cap_note(spectral, sources[0])}")
     fidelity = {
         "spectral": noise_fidelity(
             sample_patches(model, len(held_out) * 4, size, generator), held_out

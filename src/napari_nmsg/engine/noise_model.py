@@ -2,7 +2,8 @@
 
 Both turn a white Gaussian field into noise shaped like the tomogram's. The spectral model
 filters white noise with the square root of the noise patches' power spectrum, estimated from
-their unbiased autocorrelation (second-order statistics, Gaussian). The GAN starts from that
+their unbiased autocorrelation (second-order statistics, Gaussian), less the signal the
+patches hold where that spectrum is not separable along the tilt axis. The GAN starts from that
 filter and adds a learned non-linear branch trained adversarially (WGAN-GP, as in the NMSG
 paper but in 3D), so it can also learn non-Gaussian structure; it is kept only if held-out
 fidelity says it is better.
@@ -10,6 +11,7 @@ fidelity says it is better.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -110,12 +112,28 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> tuple[np.ndarray, int]:
     return capped, tilt_axis
 
 
-def spectral_kernel(patches: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SpectralFit:
+    """The spectral model's filter and what the cap took out of the patches' spectrum."""
+
+    kernel: np.ndarray
+    signal_share: float  # of the patches' power, judged signal and capped out
+    tilt_axis: int  # canonical axis (1 or 2)
+
+
+def fit_spectrum(patches: np.ndarray) -> SpectralFit:
     """A centred real filter (twice the patch size) whose transfer function is the square
     root of the patches' power spectrum, with the signal they hold capped out."""
-    spectrum, _ = cap_signal_in_spectrum(autocorrelation_power_spectrum(patches))
-    kernel = np.real(np.fft.ifftn(np.sqrt(spectrum)))
-    return np.fft.fftshift(kernel).astype(np.float32)
+    measured = autocorrelation_power_spectrum(patches)
+    spectrum, tilt_axis = cap_signal_in_spectrum(measured)
+    kernel = np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
+    share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
+    return SpectralFit(kernel, share, tilt_axis)
+
+
+def spectral_kernel(patches: np.ndarray) -> np.ndarray:
+    """``fit_spectrum``'s filter alone."""
+    return fit_spectrum(patches).kernel
 
 
 def fft_conv3d(white: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
