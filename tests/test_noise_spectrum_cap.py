@@ -70,7 +70,12 @@ def test_learning_notes_the_share_capped_and_the_tilt_axis_it_found(swap, axis_n
     noisy = simulate_tomogram((32, 48, 48), snr=0.1, seed=5).noisy  # tilt axis Y
     if swap:
         noisy = np.ascontiguousarray(noisy.swapaxes(1, 2))
-    learning = run_events(iter_learn_noise(noisy, NMSGConfig.preset("fast")))
+    config = NMSGConfig.preset("fast", separable_cap=True)
+    learning = run_events(iter_learn_noise(noisy, config))
     assert f"left out of the noise spectrum (noise separable along the tilt axis, {axis_name})" in (
         learning.patches.note
     )
+    if not swap:  # off by default: the plain spectrum, and nothing said about a cap
+        plain = run_events(iter_learn_noise(noisy, NMSGConfig.preset("fast")))
+        assert "noise spectrum" not in plain.patches.note
+        assert not np.array_equal(plain.noise_model.kernel, learning.noise_model.kernel)

@@ -121,8 +121,8 @@ def test_each_group_is_a_typed_settings_class_and_declares_its_fields():
     groups = {
         InferenceSettings: INFERENCE_FIELDS,
         MachineSettings: RUN_FIELDS,
-        NoiseSettings: ("patch_size", "max_patches", "noise_model", "gan_steps", "gan_batch",
-                        "gan_width"),
+        NoiseSettings: ("patch_size", "max_patches", "noise_model", "separable_cap", "gan_steps",
+                        "gan_batch", "gan_width"),
     }  # fmt: skip
     for group, names in groups.items():
         assert tuple(f.name for f in fields(group)) == names

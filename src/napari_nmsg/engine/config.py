@@ -96,6 +96,13 @@ class NoiseSettings:
         choices=NOISE_MODEL_CHOICES,
         help="gan: 3D WGAN-GP noise generator; spectral: coloured Gaussian baseline",
     )
+    separable_cap: bool = option(
+        False,  # measured: fixes thick specimens, but lost 1.1 dB once (README Case suite)
+        label="Separable noise spectrum",
+        help="take the signal that background patches hold out of the noise spectrum, "
+        "where it is not separable along the tilt axis (thick specimens, no clean ice)",
+        widget=False,
+    )
     gan_steps: int = option(
         50,
         label="GAN steps",

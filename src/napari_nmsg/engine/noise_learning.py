@@ -67,7 +67,7 @@ def _automatic_fidelity(
         return None
     size = min(found.patch_size, held_out.shape[1])
     real = centred_crop(held_out, size)
-    kernel = torch.from_numpy(spectral_kernel(found.patches))
+    kernel = torch.from_numpy(spectral_kernel(found.patches, config.separable_cap))
     model = SpectralNoise(kernel).to(generator.device)
     return noise_fidelity(sample_patches(model, len(real) * 4, size, generator), real)
 
@@ -105,9 +105,10 @@ def iter_learn_noise_from(
     )
     train, held_out = patches.split(0.25, rng)
     size = patches.patch_size
-    spectral = fit_spectrum(train)
+    spectral = fit_spectrum(train, config.separable_cap)
     model: SpectralNoise = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
-    patches = replace(patches, note=f"{patches.note}; {_cap_note(spectral, sources[0])}")
+    if config.separable_cap:
+        patches = replace(patches, note=f"{patches.note}; {_cap_note(spectral, sources[0])}")
     fidelity = {
         "spectral": noise_fidelity(
             sample_patches(model, len(held_out) * 4, size, generator), held_out

@@ -2,8 +2,8 @@
 
 Both turn a white Gaussian field into noise shaped like the tomogram's. The spectral model
 filters white noise with the square root of the noise patches' power spectrum, estimated from
-their unbiased autocorrelation (second-order statistics, Gaussian), less the signal the
-patches hold where that spectrum is not separable along the tilt axis. The GAN starts from that
+their unbiased autocorrelation (second-order statistics, Gaussian), optionally less the
+signal the patches hold where it is not separable along the tilt axis. The GAN starts from that
 filter and adds a learned non-linear branch trained adversarially (WGAN-GP, as in the NMSG
 paper but in 3D), so it can also learn non-Gaussian structure; it is kept only if held-out
 fidelity says it is better.
@@ -118,22 +118,22 @@ class SpectralFit:
 
     kernel: np.ndarray
     signal_share: float  # of the patches' power, judged signal and capped out
-    tilt_axis: int  # canonical axis (1 or 2)
+    tilt_axis: int  # canonical axis (1 or 2); 0 when not capped
 
 
-def fit_spectrum(patches: np.ndarray) -> SpectralFit:
+def fit_spectrum(patches: np.ndarray, cap: bool) -> SpectralFit:
     """A centred real filter (twice the patch size) whose transfer function is the square
-    root of the patches' power spectrum, with the signal they hold capped out."""
+    root of the patches' power spectrum, with the signal they hold capped out if ``cap``."""
     measured = autocorrelation_power_spectrum(patches)
-    spectrum, tilt_axis = cap_signal_in_spectrum(measured)
+    spectrum, tilt_axis = cap_signal_in_spectrum(measured) if cap else (measured, 0)
     kernel = np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
     share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
     return SpectralFit(kernel, share, tilt_axis)
 
 
-def spectral_kernel(patches: np.ndarray) -> np.ndarray:
+def spectral_kernel(patches: np.ndarray, cap: bool = False) -> np.ndarray:
     """``fit_spectrum``'s filter alone."""
-    return fit_spectrum(patches).kernel
+    return fit_spectrum(patches, cap).kernel
 
 
 def fft_conv3d(white: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -314,7 +314,9 @@ def iter_fit_gan(
     returned, amplitude-calibrated.
     """
     size = train.shape[-1]
-    gen = GANNoiseGenerator(torch.from_numpy(spectral_kernel(train)), config.gan_width).to(device)
+    gen = GANNoiseGenerator(
+        torch.from_numpy(spectral_kernel(train, config.separable_cap)), config.gan_width
+    ).to(device)
     critic = Critic(config.gan_width).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.5, 0.999))
     opt_c = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.999))
