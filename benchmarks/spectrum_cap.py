@@ -86,7 +86,8 @@ def render(report: dict[str, Any]) -> str:
         + f"\n\nCommand: `{report['command']}` (seed {report['seed']})\n\n"
         f"Power over the true noise's per |k| shell, cycles/voxel: {shells}. Canonical "
         "axes (thickness first); the simulator's tilt axis is canonical axis 1. The capped "
-        "spectrum is what the spectral model now samples.\n\n" + render_table(rows, columns)
+        "spectrum is what the spectral model samples with `--separable-cap`.\n\n"
+        + render_table(rows, columns)
     )
 
 
