@@ -120,12 +120,12 @@ def iter_learn_noise_from(
             fidelity[AUTOMATIC] = automatic
     if config.noise_model == "gan":
         model, fidelity["gan"] = yield from iter_fit_gan(train, held_out, config, device, generator)
-    model.eval()
+    generated = sample_patches(model, len(held_out), size, generator)
     return NoiseLearning(
-        noise_model=model,
+        noise_model=model.eval().cpu(),
         normalisation=sources[0].normalisation,
         patches=patches,
         fidelity=fidelity,
         real_examples=held_out,
-        generated_examples=sample_patches(model, len(held_out), size, generator),
+        generated_examples=generated,
     )

@@ -268,14 +268,15 @@ def _iter_denoise(
             )
             return out
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if batch > 1:
-                batch //= 2
-            elif tile > 2 * multiple:
-                tile = max(2 * multiple, (tile // 2) // multiple * multiple)
-            else:
+            if batch == 1 and tile <= 2 * multiple:
                 raise
-            yield Progress("denoise", 0, 1, {"retry_tile": float(tile), "retry_batch": batch})
+        # out of the except block: its traceback holds the failed batch's tensors
+        torch.cuda.empty_cache()
+        if batch > 1:
+            batch //= 2
+        else:
+            tile = max(2 * multiple, (tile // 2) // multiple * multiple)
+        yield Progress("denoise", 0, 1, {"retry_tile": float(tile), "retry_batch": batch})
 
 
 OutputFor = Callable[[NMSGModel], np.ndarray]

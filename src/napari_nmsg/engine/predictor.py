@@ -3,6 +3,7 @@ averaged ±noise pairs, as one function of a batch of windows."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -33,8 +34,11 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     """The inference function: ``f(y)``, or the mean over ``inference_pairs`` pairs of
     recorrupted copies ``y ± s·z`` (``average_over_pairs``), with the Noisier2Noise
     correction for that pairing."""
-    net = model.denoiser.to(device, memory_format=conv_memory_format(device)).eval()
-    noise = model.noise_model.to(device).eval()
+    # copies: moving the model's own modules would leave the caller's model on the GPU
+    net = copy.deepcopy(model.denoiser).to(device, memory_format=conv_memory_format(device))
+    noise = copy.deepcopy(model.noise_model).to(device)
+    net.eval()
+    noise.eval()
     generator = torch.Generator(device=device).manual_seed(model.config.seed)
     config = model.config
     amp_dtype = inference_dtype(device, config.amp)

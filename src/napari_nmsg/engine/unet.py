@@ -48,7 +48,7 @@ def gaussian_blur(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     for axis, shape in enumerate(shapes):
         pad = [0, 0] * 3
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-        x = F.conv3d(F.pad(x, pad, mode="replicate"), taps.reshape(1, 1, *shape).to(x.dtype))
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), taps.reshape(1, 1, *shape).to(x))
     return x
 
 
@@ -116,5 +116,7 @@ class UNet3D(nn.Module):
         for i in reversed(range(self.depth)):
             h = self.merge[i](torch.cat([self.up[i](h), skips[i]], dim=1))
         residual = self.head(h)
-        base = gaussian_blur(x, self.base_taps) if self.base_sigma > 0 else x
+        # the base in full precision under autocast: only the correction may be rounded
+        with torch.autocast(x.device.type, enabled=False):
+            base = gaussian_blur(x.float(), self.base_taps) if self.base_sigma > 0 else x
         return base + (depth_to_space(residual) if self.fold else residual)

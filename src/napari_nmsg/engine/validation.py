@@ -151,7 +151,8 @@ class RecorruptedValidation:
         # antithetic pair: the two copies' errors from z cancel to first order
         self.inputs = torch.cat([noisy + alpha * z, noisy - alpha * z]).to(device)
         self.targets = torch.cat([noisy - z / alpha, noisy + z / alpha]).to(device)
-        self.noise_power = float(np.mean([(w[self.scored] ** 2).mean() for w in self.probes]))
+        powers = [float((w[self.scored] ** 2).mean()) for w in self.probes]  # on the host
+        self.noise_power = float(np.mean(powers))
 
     @property
     def shape(self) -> tuple[int, int, int]:
