@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, run_events
-from napari_nmsg.engine.device import inference_dtype, native_bfloat16_cpu
+from napari_nmsg.engine.device import conv_memory_format, inference_dtype, native_bfloat16_cpu
 from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
 from napari_nmsg.engine.tiling import blend_window, iter_predict_tiled, tile_starts
@@ -148,6 +148,38 @@ def test_auto_mixed_precision_only_where_it_is_native():
     assert inference_dtype(cpu, None) == native
     assert inference_dtype(cpu, True) == torch.bfloat16
     assert inference_dtype(cpu, False) is None and inference_dtype(cuda, False) is None
+
+
+def test_mixed_precision_rounds_the_correction_but_never_the_gaussian_base():
+    net = UNet3D(depth=1, width=4, base_sigma=1.5).eval()  # untrained: exactly the Gaussian
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        full = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = net(x)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, full, rtol=0, atol=0)
+
+
+def test_layouts_channels_last_where_measured_faster():
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert conv_memory_format(cpu) == conv_memory_format(cpu, training=True)
+    assert conv_memory_format(cpu) == torch.channels_last_3d
+    assert conv_memory_format(cuda) == torch.channels_last_3d  # inference, measured on an H200
+    assert conv_memory_format(cuda, training=True) == torch.contiguous_format
+    assert conv_memory_format(mps) == torch.contiguous_format
+
+
+def test_inference_leaves_the_callers_model_as_it_was():
+    """The predictor works on copies: the model's own modules keep their device and layout
+    (on a GPU, moving them would leave the caller's model there)."""
+    model = dataclasses.replace(_random_model(), config=NMSGConfig(tile=16, inference_pairs=1))
+    volume = np.random.default_rng(6).normal(size=(16, 32, 32)).astype(np.float32)
+    before = {k: (v.device, v.stride()) for k, v in model.denoiser.state_dict().items()}
+    run_events(iter_denoise(volume, model))
+    after = {k: (v.device, v.stride()) for k, v in model.denoiser.state_dict().items()}
+    assert after == before
+    assert all(v.is_contiguous() for v in model.denoiser.state_dict().values())
 
 
 def test_auto_mixed_precision_is_off_where_onednn_is_capped_below_bfloat16(monkeypatch):

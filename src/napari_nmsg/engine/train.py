@@ -234,7 +234,7 @@ def iter_train(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     base = config.base_sigma or 0.0  # None (chosen by validation) is resolved by callers
     net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, base)
-    net = net.to(device, memory_format=conv_memory_format(device))
+    net = net.to(device, memory_format=conv_memory_format(device, training=True))
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
