@@ -85,7 +85,8 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
 
     With the noiseless ``target`` the output's PSNR is reported too.
     """
-    from napari_nmsg.engine import iter_denoise, run_events
+    from napari_nmsg.engine import iter_denoise, resolve_device, run_events
+    from napari_nmsg.engine.device import tile_batch_for
     from napari_nmsg.engine.tiling import tile_sizes, tile_starts
     from napari_nmsg.metrics import psnr
 
@@ -116,7 +117,7 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
         "psnr": None if target is None else psnr(output, target),
         "tile": config.tile,
         "overlap": config.overlap,
-        "tile_batch": config.tile_batch,
+        "tile_batch": tile_batch_for(resolve_device(config.device), config.tile_batch),
         "tiles": tiles,
         "processed_voxel_factor": tiles * int(np.prod(sizes)) / volume.size,
         "seconds": seconds,

@@ -175,7 +175,7 @@ def test_inference_settings_come_from_the_model_unless_given():
         inference_pairs=2, tile=32, overlap=8, amp=False, wedge_axis=1, device="cuda", tile_batch=4
     )
     # device and tile batch belong to the machine that runs it, not to the model
-    assert inference_settings(model) == model.replace(device="auto", tile_batch=2)
+    assert inference_settings(model) == model.replace(device="auto", tile_batch=None)
     given = {"inference_pairs": 0, "amp": None, "device": "cpu", "train_steps": 9}
     told = inference_settings(model, given)  # None is a value here (amp: auto)
     assert (told.inference_pairs, told.amp, told.device) == (0, None, "cpu")

@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, run_events
-from napari_nmsg.engine.device import conv_memory_format, inference_dtype, native_bfloat16_cpu
+from napari_nmsg.engine.device import (
+    conv_memory_format,
+    inference_dtype,
+    native_bfloat16_cpu,
+    tile_batch_for,
+)
 from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
 from napari_nmsg.engine.tiling import blend_window, iter_predict_tiled, tile_starts
@@ -40,7 +45,7 @@ def test_identity_prediction_through_tiles_returns_the_input(shape):
 
     run_events(
         iter_predict_tiled(
-            lambda x: x, source, write, tile=16, overlap=4, batch=3, multiple=4,
+            lambda x, corners: x, source, write, tile=16, overlap=4, batch=3, multiple=4,
             device=torch.device("cpu"),
         )
     )  # fmt: skip
@@ -123,7 +128,7 @@ def test_identity_through_tiles_when_flushed_plane_by_plane(monkeypatch):
 
     run_events(
         iter_predict_tiled(
-            lambda x: 2 * x, source, write, tile=16, overlap=6, batch=4, multiple=4,
+            lambda x, corners: 2 * x, source, write, tile=16, overlap=6, batch=4, multiple=4,
             device=torch.device("cpu"),
         )
     )  # fmt: skip
@@ -170,6 +175,12 @@ def test_layouts_channels_last_where_measured_faster():
     assert conv_memory_format(mps) == torch.contiguous_format
 
 
+def test_tile_batch_auto_is_larger_on_cuda_and_a_given_one_is_kept():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert tile_batch_for(cuda, None) == 8 and tile_batch_for(cpu, None) == 2
+    assert tile_batch_for(cuda, 3) == 3 and tile_batch_for(cpu, 5) == 5
+
+
 def test_inference_leaves_the_callers_model_as_it_was():
     """The predictor works on copies: the model's own modules keep their device and layout
     (on a GPU, moving them would leave the caller's model there)."""
@@ -210,6 +221,22 @@ def test_antithetic_pairs_cancel_the_added_noise_for_a_linear_network():
                       base.normalisation)  # fmt: skip
     out = run_events(iter_denoise(raw, model))
     np.testing.assert_allclose(out, raw, atol=1e-4)
+
+
+def test_averaged_pairs_do_not_depend_on_how_tiles_are_batched():
+    """Each tile's recorrupting noise comes from its place: a larger tile batch (or a retry
+    with a smaller one after the GPU ran out of memory) gives the same voxels."""
+    raw = np.random.default_rng(9).normal(size=(16, 40, 40)).astype(np.float32)
+    base = _random_model()
+    model = dataclasses.replace(base, config=base.config.replace(inference_pairs=2),
+                                noise_model=_noise_model())  # fmt: skip
+    outputs = [
+        run_events(iter_denoise(raw, model, config=model.config.replace(tile_batch=n)))
+        for n in (1, 3, 8)
+    ]
+    assert not np.array_equal(outputs[0], run_events(iter_denoise(raw, base)))  # pairs differ
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[2])
 
 
 @pytest.mark.parametrize("square", [True, False])
@@ -257,7 +284,7 @@ def test_input_is_released_once_per_band_of_tiles():
     calls = []
     run_events(
         iter_predict_tiled(
-            lambda x: x, source, lambda z, block: None, tile=16, overlap=4, batch=3,
+            lambda x, corners: x, source, lambda z, block: None, tile=16, overlap=4, batch=3,
             multiple=4, device=torch.device("cpu"), release_input=lambda: calls.append(1),
         )
     )  # fmt: skip

@@ -57,13 +57,15 @@ class MachineSettings:
         help="auto, cuda, mps or cpu",
         widget=False,
     )
-    tile_batch: int = option(
-        2,
+    tile_batch: int | None = option(
+        None,
         label="Tiles per batch",
-        help="tiles per network call",
+        help="tiles per network call (the output does not depend on it); auto: 8 on CUDA, "
+        "2 elsewhere; a GPU that runs out of memory retries with fewer",
+        auto="auto",
         minimum=1,
         maximum=256,
-        **_NO_FRONT_END,
+        widget=False,  # a machine setting for scripts and clusters
     )
 
 

@@ -81,3 +81,14 @@ def conv_memory_format(device: torch.device, training: bool = False) -> torch.me
     if device.type == "cpu" or (device.type == "cuda" and not training):
         return torch.channels_last_3d
     return torch.contiguous_format
+
+
+def tile_batch_for(device: torch.device, tile_batch: int | None) -> int:
+    """Tiles per network call: ``tile_batch``, or where it is None (auto) 8 on CUDA and 2
+    elsewhere. On CUDA the presets' U-Nets run eight 64³ tiles 1.9-2.8× faster per voxel
+    than two (H200, float16 channels-last: fast 287 -> 800 Mvox/s, quality 281 -> 536); on
+    a 2-core CPU eight 48³ tiles gained 25 % for four times the memory.
+    """
+    if tile_batch is not None:
+        return tile_batch
+    return 8 if device.type == "cuda" else 2

@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError
 from ..mapped_pages import release_mapped_pages
 from .config import INFERENCE_FIELDS, RUN_FIELDS, NMSGConfig, inference_settings
-from .device import resolve_device
+from .device import resolve_device, tile_batch_for
 from .events import EventStream, Progress
 from .fill import detect_fill
 from .model import NMSGModel, NoiseLearning
@@ -251,7 +251,7 @@ def _iter_denoise(
         target[z] = block  # one write: a zarr array's target[z] would be a copy
         release_mapped_pages(out)  # bounds RSS when streaming multi-GB memory maps
 
-    tile, batch = inference.tile, inference.tile_batch
+    tile, batch = inference.tile, tile_batch_for(device, inference.tile_batch)
     multiple = model.denoiser.multiple
     while True:
         try:

@@ -4,8 +4,9 @@ averaged ±noise pairs, as one function of a batch of windows."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .config import NMSGConfig
@@ -33,13 +34,13 @@ def estimator(network: Estimator, config: NMSGConfig) -> Estimator:
 def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     """The inference function: ``f(y)``, or the mean over ``inference_pairs`` pairs of
     recorrupted copies ``y ± s·z`` (``average_over_pairs``), with the Noisier2Noise
-    correction for that pairing."""
+    correction for that pairing. Each tile's ``z`` comes from its own place
+    (``tile_pair_draws``), so the output does not depend on how tiles are batched."""
     # copies: moving the model's own modules would leave the caller's model on the GPU
     net = copy.deepcopy(model.denoiser).to(device, memory_format=conv_memory_format(device))
     noise = copy.deepcopy(model.noise_model).to(device)
     net.eval()
     noise.eval()
-    generator = torch.Generator(device=device).manual_seed(model.config.seed)
     config = model.config
     amp_dtype = inference_dtype(device, config.amp)
 
@@ -50,13 +51,34 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
     run = estimator(forward, config)
 
     @torch.inference_mode()
-    def predict(batch: torch.Tensor) -> torch.Tensor:
+    def predict(batch: torch.Tensor, corners: Sequence[tuple[int, ...]]) -> torch.Tensor:
         if not config.inference_pairs:
             return run(batch)
-        draws = pair_draws(noise, config, batch.shape[0], tuple(batch.shape[-3:]), generator)
+        draws = tile_pair_draws(noise, config, corners, tuple(batch.shape[-3:]), device)
         return average_over_pairs(run, batch, draws)
 
     return predict
+
+
+def tile_pair_draws(
+    noise: SpectralNoise,
+    config: NMSGConfig,
+    corners: Sequence[tuple[int, ...]],
+    shape: tuple[int, ...],
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """``pair_draws`` for a batch of tiles, each tile's from a seed of the model's seed and
+    the tile's corner: the same tile gets the same noise whatever the tile batch, or a
+    retry with a smaller one after the GPU ran out of memory."""
+    scale = config.alpha if config.pairing == "r2r" else 1.0
+    white = []
+    for corner in corners:
+        seed = int(np.random.SeedSequence([config.seed, *corner]).generate_state(1)[0])
+        generator = torch.Generator(device=device).manual_seed(seed)
+        size = (config.inference_pairs, 1, *noise.white_shape(shape))
+        white.append(torch.randn(size, generator=generator, device=device))
+    per_pair = torch.stack(white, dim=1)  # (pairs, tiles, 1, ...)
+    return [scale * noise(w) for w in per_pair]
 
 
 def pair_draws(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .config import NMSGConfig
+from .device import tile_batch_for
 from .events import Event, Preview
 from .model import NMSGModel
 from .noise_model import SpectralNoise
@@ -104,7 +105,7 @@ def iter_previews(
         write,
         tile=config.tile,
         overlap=config.overlap,
-        batch=config.tile_batch,
+        batch=tile_batch_for(device, config.tile_batch),
         multiple=net.multiple,
         device=device,
     ):

@@ -18,7 +18,8 @@ import torch
 
 from .events import EventStream, Progress
 
-Predictor = Callable[[torch.Tensor], torch.Tensor]
+# (a batch of tiles, the corner of each tile in the source) -> their predictions
+Predictor = Callable[[torch.Tensor, list[tuple[int, int, int]]], torch.Tensor]
 
 _FLUSH_BYTES = 64 * 2**20  # finished planes are normalised and written in chunks this big
 
@@ -169,7 +170,8 @@ def iter_predict_tiled(
                 *(_read_padded(source, (z, y, x), size) for y, x in group), strict=True
             )
             inputs = torch.from_numpy(np.stack(blocks)[:, None]).to(device)
-            outputs = predict(inputs)[:, 0].float().cpu().numpy()
+            corners = [(z, y, x) for y, x in group]
+            outputs = predict(inputs, corners)[:, 0].float().cpu().numpy()
             for (y, x), out, ext in zip(group, outputs, extents, strict=True):
                 sub = (slice(0, ext[0]), slice(0, ext[1]), slice(0, ext[2]))
                 acc[sub[0], y : y + ext[1], x : x + ext[2]] += (out * weights)[sub]
