@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import napari_nmsg
+from napari_nmsg import engine
 
 HEAVY = ("torch", "dask", "distributed")
 READER_IMPORT_BUDGET_S = 0.5
@@ -73,7 +74,7 @@ def test_batch_imports_where_the_unix_only_resource_module_is_missing():
         "import json, sys\n"
         "sys.modules['resource'] = None  # makes `import resource` raise ImportError\n"
         "from napari_nmsg import batch\n"
-        "print(json.dumps(batch._memory_facts()))\n"
+        "print(json.dumps(batch._memory_facts('cpu')))\n"
     )
     assert "peak_rss_mb" not in found
 
@@ -90,15 +91,33 @@ def test_batch_and_io_modules_import_without_torch_or_dask():
     assert found["heavy"] == []
 
 
-@pytest.mark.parametrize("name", napari_nmsg.__all__)
-def test_every_public_name_resolves(name):
-    assert getattr(napari_nmsg, name) is not None
-    assert name in dir(napari_nmsg)
+def test_the_command_line_builds_its_options_without_torch():
+    """``nmsg --help`` and a mistyped option answer at once (2 s sooner: torch's import);
+    torch loads when a command runs the engine."""
+    found = fresh_python(
+        "import json, sys\n"
+        "import napari_nmsg.engine\n"
+        "from napari_nmsg.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy}))\n"
+    )
+    assert found["heavy"] == []
 
 
-def test_an_unknown_attribute_is_an_attribute_error():
+@pytest.mark.parametrize(
+    ("package", "name"),
+    [(napari_nmsg, n) for n in napari_nmsg.__all__] + [(engine, n) for n in engine.__all__],
+)
+def test_every_public_name_resolves(package, name):
+    assert getattr(package, name) is not None
+    assert name in dir(package)
+
+
+@pytest.mark.parametrize("package", [napari_nmsg, engine])
+def test_an_unknown_attribute_is_an_attribute_error(package):
     with pytest.raises(AttributeError, match="no_such_name"):
-        napari_nmsg.no_such_name  # noqa: B018
+        package.no_such_name  # noqa: B018
 
 
 def test_version_is_one_string_everywhere():

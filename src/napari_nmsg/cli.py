@@ -13,20 +13,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ._api import denoise_file, read_background
 from ._version import __version__
 from .batch.inputs import OUTPUT_FORMATS
 from .batch.resume import sidecar_path
-from .engine import (
-    PRESETS,
-    NMSGConfig,
-    Progress,
-    iter_learn_noise,
-    iter_run,
-    load_model,
-    run_events,
-)
-from .engine.config import DECLARED, SETTINGS
+from .engine.config import DECLARED, PRESETS, SETTINGS, NMSGConfig
+from .engine.events import Progress, run_events
 from .engine.settings import Declared
 from .errors import InputError, OutputError, SettingsError
 from .io import TOMOGRAM_SUFFIXES, Tomogram, read_volume, write_mrc
@@ -217,6 +208,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_learn_noise(args: argparse.Namespace) -> int:
+    from ._api import read_background  # torch: imported by the commands that run the engine
+    from .engine import iter_learn_noise
+
     tomo = read_volume(args.input, level=args.level)
     config = config_from_args(args)
     bars = ProgressBars(args.quiet)
@@ -235,6 +229,9 @@ def cmd_learn_noise(args: argparse.Namespace) -> int:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
+    from ._api import denoise_file
+    from .engine import load_model
+
     started = time.perf_counter()
     # lazy (a header, or the store's metadata): the notes come before the long run
     describe_input(args.input, read_volume(args.input, level=args.level), args.voxel_size)
@@ -255,6 +252,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .engine import iter_run
     from .metrics import best_gaussian, psnr
     from .simulate import simulate_tomogram
 

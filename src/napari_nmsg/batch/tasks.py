@@ -92,15 +92,16 @@ def _setup_task(config: NMSGConfig, torch_threads: int | None) -> tuple[NMSGConf
         name = getattr(worker, "name", None)
         if count > 1 and isinstance(name, int):  # LocalCluster: one worker per GPU
             device = f"cuda:{name % count}"
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":  # the task's own GPU: a worker of several runs on cuda:N
+        torch.cuda.reset_peak_memory_stats(resolved)
     facts = {"worker": getattr(worker, "address", "local"), "torch_threads": threads}
-    return config.replace(device=device), facts | {"device": str(resolve_device(device))}
+    return config.replace(device=device), facts | {"device": str(resolved)}
 
 
-def _memory_facts() -> dict[str, float]:
+def _memory_facts(device: str | None) -> dict[str, float]:
     """Peak RSS of this worker process so far, its anonymous / file-backed RSS now, and the
-    peak GPU memory of this task (MB)."""
+    peak memory of this task's GPU (MB) when ``device`` is one."""
     import torch
 
     facts: dict[str, float] = {}
@@ -108,8 +109,8 @@ def _memory_facts() -> dict[str, float]:
         import resource
 
         facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        facts["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if device is not None and device.startswith("cuda") and torch.cuda.is_initialized():
+        facts["gpu_peak_mb"] = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -182,7 +183,7 @@ def run_job(job: Job) -> dict[str, Any]:
     record["warnings"] = sorted({str(w.message) for w in caught})
     record["seconds"] = seconds | {"total": time.perf_counter() - started}
     _announce(job.index, "end")
-    return record | _memory_facts()
+    return record | _memory_facts(record.get("device"))
 
 
 @tensor_friendly_heap()
@@ -229,5 +230,5 @@ def run_fit_job(
         "unusable": unusable,
         "model_blake2b": file_digest(model_path),
         "seconds": {"fit": time.perf_counter() - started},
-        **_memory_facts(),
+        **_memory_facts(facts["device"]),
     }
