@@ -37,6 +37,26 @@ def test_events_cover_every_stage_and_previews_follow_the_requested_slice(
     assert np.isfinite(previews[0].array).all()
 
 
+def test_a_preview_the_gpu_has_no_memory_for_is_skipped_and_the_fit_goes_on(
+    small_tomogram, tiny_config, monkeypatch
+):
+    from napari_nmsg.engine import previews
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (raised by the test)")
+
+    monkeypatch.setattr(previews, "iter_predict_tiled", out_of_memory)
+    events = []
+    config = tiny_config.replace(noise_model="spectral")
+    model = run_events(
+        iter_fit_denoiser(small_tomogram.noisy, config, preview_position=lambda: 20),
+        events.append,
+    )
+    assert not [e for e in events if isinstance(e, Preview)]
+    assert [e for e in events if isinstance(e, Progress) and e.stage == "validate"]
+    assert model.quality is not None
+
+
 def test_same_seed_same_result_and_another_seed_differs(small_tomogram, tiny_config):
     first = denoise(small_tomogram.noisy, config=tiny_config)
     again = denoise(small_tomogram.noisy, config=tiny_config)

@@ -87,7 +87,8 @@ def iter_previews(
     device: torch.device,
     where: PreviewPosition,
 ) -> Iterator[Event]:
-    """One ``Preview`` of the slab at ``where()``, or nothing when no slice is shown."""
+    """One ``Preview`` of the slab at ``where()``, or nothing when no slice is shown or the
+    GPU has no memory for it beside the training (a preview is never worth the fit)."""
     position = where()
     if position is None:
         return
@@ -99,16 +100,22 @@ def iter_previews(
     def write(z: slice, values: np.ndarray) -> None:
         block[z] = values
 
-    for _ in iter_predict_tiled(
-        make_predictor(preview_model, device),
-        Window(source, window),
-        write,
-        tile=config.tile,
-        overlap=config.overlap,
-        batch=tile_batch_for(device, config.tile_batch),
-        multiple=net.multiple,
-        device=device,
-    ):
-        pass
-    canonical = source.to_raw_scale(block[inner])
-    yield Preview(shown, np.moveaxis(canonical, 0, source.normalisation.wedge_axis))
+    try:
+        for _ in iter_predict_tiled(
+            make_predictor(preview_model, device),
+            Window(source, window),
+            write,
+            tile=config.tile,
+            overlap=config.overlap,
+            batch=tile_batch_for(device, config.tile_batch),
+            multiple=net.multiple,
+            device=device,
+        ):
+            pass
+    except torch.cuda.OutOfMemoryError:
+        pass  # the cache is freed below, once the traceback no longer holds the batch
+    else:
+        canonical = source.to_raw_scale(block[inner])
+        yield Preview(shown, np.moveaxis(canonical, 0, source.normalisation.wedge_axis))
+        return
+    torch.cuda.empty_cache()
