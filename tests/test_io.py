@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import mrcfile
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import tifffile
 
 from napari_nmsg.errors import InputError, OutputError
-from napari_nmsg.io import mrc_output, read_volume, write_mrc
+from napari_nmsg.io import mrc_output, read_mrc, read_volume, write_mrc
 
 
 def test_mrc_round_trip_keeps_voxel_size_origin_and_data(tmp_path, mrc_path):
@@ -114,3 +115,31 @@ def test_header_statistics_match_the_data(tmp_path, monkeypatch, scale, offset):
         assert float(header.dmin) == data.min() and float(header.dmax) == data.max()
         np.testing.assert_allclose(float(header.dmean), data.mean(dtype=np.float64), rtol=1e-6)
         np.testing.assert_allclose(float(header.rms), data.std(dtype=np.float64), rtol=1e-5)
+
+
+def test_a_libraries_own_warning_is_not_reported_as_a_problem_of_the_file(mrc_path, monkeypatch):
+    """numpy 2.5 deprecates how mrcfile 1.5 sets array dtypes: that warning, raised while
+    opening, must stay what it is, not become "<file>: ..." as a broken header does."""
+    real = mrcfile.mmap
+
+    def mmap_with_a_deprecation(*args, **kwargs):
+        message = "Setting the dtype on a NumPy array has been deprecated"
+        warnings.warn(message, FutureWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mrcfile, "mmap", mmap_with_a_deprecation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_mrc(mrc_path)
+    assert [w.category for w in caught] == [FutureWarning]
+    assert not str(caught[0].message).startswith(mrc_path.name)
+
+
+def test_a_slightly_broken_header_is_read_with_a_warning_naming_the_file(mrc_path):
+    raw = bytearray(mrc_path.read_bytes())
+    raw[208:212] = b"XXXX"  # the map ID ("MAP ") that permissive reading tolerates
+    broken = mrc_path.with_name("broken.mrc")
+    broken.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=r"^broken\.mrc: Map ID string not found"):
+        tomo = read_mrc(broken)
+    assert tomo.data.shape == read_mrc(mrc_path).data.shape

@@ -72,11 +72,14 @@ def read_mrc(path: str | os.PathLike) -> Tomogram:
     path = Path(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", RuntimeWarning)  # how mrcfile reports the header
             mrc = mrcfile.mmap(path, mode="r", permissive=True)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
-    problems = "; ".join(str(w.message) for w in caught)
+    problems = "; ".join(str(w.message) for w in caught if w.category is RuntimeWarning)
+    for w in caught:  # not the file's: e.g. numpy 2.5 deprecating how mrcfile sets dtypes
+        if w.category is not RuntimeWarning:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if mrc.data is None:
         mrc.close()
         raise InputError(f"cannot read {path}: truncated or corrupt MRC ({problems})")
