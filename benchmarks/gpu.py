@@ -8,12 +8,13 @@ inference settings (mixed precision, channels-last, cuDNN autotuning, torch.comp
 Sections, each written to ``gpu.json`` as it finishes (a run cut short keeps what it did):
 
 - ``smoke``: the whole pipeline on a 48³ volume on the GPU (spectral and GAN noise models,
-  previews, the Gaussian fallback, a saved model reloaded, MRC to MRC), each step's error kept.
+  previews, the quality network, a saved model reloaded, MRC to MRC), each step's error
+  kept, and whether each fit fell back to its Gaussian.
 - ``kernels``: the fast and quality U-Nets on a batch of tiles already on the GPU: Mvox/s in
   float32, TF32, float16 and bfloat16 autocast, contiguous and channels-last, with cuDNN's
   autotuning, and compiled; the error of each against float32, relative to the correction.
 - ``train``: training step time of each preset's network on real pairs, TF32 on and off,
-  and how much of a step drawing the pairs on the CPU takes.
+  and the time of drawing a batch of pairs (crops on the CPU, noise on the GPU).
 - ``suite``: the fast and quality presets on the suite's cases (``suite.py``) as ``nmsg
   denoise`` runs them: learn / fit / judge / denoise seconds and PSNR.
 - ``big``: one 400 × 1440 × 1024 tomogram (Z × Y × X, 2.4 GB float32) from MRC to MRC,
@@ -53,7 +54,7 @@ SUITE_ORDER = (
     "gold-fiducials", "detector-mtf",
 )  # fmt: skip
 BIG_SHAPE = (400, 1440, 1024)  # Z, Y, X: a K3 tomogram at bin 4 (5760 × 4092 detector)
-# (batch, tile) of the kernel timings: the engine's default tiles, and larger ones
+# (batch, tile) of the kernel timings: two 64³ tiles per call (the CPU's default), and more
 KERNEL_TILES = ((2, 64), (8, 64), (4, 96), (2, 128))
 KERNEL_VARIANTS = (
     # name, autocast dtype, TF32, channels-last, cuDNN benchmark
