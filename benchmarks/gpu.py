@@ -3,6 +3,7 @@ inference settings (mixed precision, channels-last, cuDNN autotuning, torch.comp
 
     python benchmarks/gpu.py --out DIR                          # every section
     python benchmarks/gpu.py --sections smoke,kernels,train --out DIR
+    python benchmarks/gpu.py --sections suite --presets quality,balanced --cases tilt45 --out DIR
     python benchmarks/gpu.py --render DIR                       # gpu.md, gpu.png from gpu.json
 
 Sections, each written to ``gpu.json`` as it finishes (a run cut short keeps what it did):
@@ -15,8 +16,9 @@ Sections, each written to ``gpu.json`` as it finishes (a run cut short keeps wha
   autotuning, and compiled; the error of each against float32, relative to the correction.
 - ``train``: training step time of each preset's network on real pairs, TF32 on and off,
   and the time of drawing a batch of pairs (crops on the CPU, noise on the GPU).
-- ``suite``: the fast and quality presets on the suite's cases (``suite.py``) as ``nmsg
-  denoise`` runs them: learn / fit / judge / denoise seconds and PSNR.
+- ``suite``: the presets (``--presets``, default fast then quality) on the suite's cases
+  (``suite.py``; ``--cases``) as ``nmsg denoise`` runs them: learn / train / judge /
+  denoise seconds and PSNR.
 - ``big``: one 400 × 1440 × 1024 tomogram (Z × Y × X, 2.4 GB float32) from MRC to MRC,
   memory-mapped, with the fast preset, then quality if time is left.
 
@@ -382,13 +384,20 @@ def run_preset(data: dict[str, Any], preset: str, device: str) -> dict[str, Any]
     }
 
 
-def suite(clock: Clock, report: dict[str, Any], save: Callable[[], None], device: str) -> None:
-    """The fast preset on every case, then quality, while the deadline allows: a run starts
-    only if the longest of its preset so far would still finish."""
+def suite(
+    clock: Clock,
+    report: dict[str, Any],
+    save: Callable[[], None],
+    device: str,
+    presets: list[str],
+    cases: list[str],
+) -> None:
+    """Each preset on every case in turn, while the deadline allows: a run starts only if
+    the longest of its preset so far would still finish."""
     rows = report.setdefault("suite", {})
-    longest = {"fast": 60.0, "quality": 120.0}  # guesses until one is measured
-    for preset in ("fast", "quality"):
-        for name in SUITE_ORDER:
+    longest = dict.fromkeys(presets, 120.0)  # a guess until one is measured
+    for preset in presets:
+        for name in cases:
             if not clock.fits(1.2 * longest[preset] + 5):
                 log(f"suite: no time left for {preset} on {name}")
                 break
@@ -443,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--deadline", type=float, default=540.0, help="seconds the run may take")
     p.add_argument("--device", default="cuda", help="cpu only checks the script")
+    p.add_argument("--presets", default="fast,quality", help="the suite section's, in turn")
+    p.add_argument("--cases", default=",".join(SUITE_ORDER), help="the suite section's")
     p.add_argument("--render", type=Path, help="only render gpu.md / gpu.png from gpu.json here")
     args = p.parse_args(argv)
     if args.render:
@@ -452,12 +463,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from napari_nmsg.engine import PRESETS
+
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device here (--device cpu only checks the script)")
-    sections = args.sections.split(",")
-    unknown = set(sections) - set(SECTIONS)
+    sections, presets, cases = (a.split(",") for a in (args.sections, args.presets, args.cases))
+    unknown = (
+        (set(sections) - set(SECTIONS)) | (set(presets) - set(PRESETS)) | (set(cases) - set(CASES))
+    )
     if unknown:
-        p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+        p.error(f"unknown section, preset or case: {', '.join(sorted(unknown))}")
     clock = Clock(args.deadline)
     path = args.out / "gpu.json"
     report = json.loads(path.read_text()) if path.exists() else {}
@@ -484,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif section == "big":
                     big_volume(clock, report, save, tmp, args.device)
                 elif section == "suite":
-                    suite(clock, report, save, args.device)
+                    suite(clock, report, save, args.device, presets, cases)
             except Exception:  # one section's failure must not lose the others' numbers
                 report.setdefault("errors", {})[section] = traceback.format_exc(limit=-6)
                 log(f"section {section} failed:\n{report['errors'][section]}")
