@@ -145,6 +145,28 @@ def test_amplitude_map_takes_no_amplitude_from_fill(tomogram):
     assert np.abs(frame[inside] - plain[2:-2, 2:-2, 2:-2]).max() < 0.04
 
 
+def test_amplitude_map_is_the_same_on_one_thread_or_several(tomogram, monkeypatch):
+    """Its slabs are filtered on several threads, each slab on its own."""
+    from napari_nmsg.engine import noise_amplitude
+
+    monkeypatch.setattr(noise_amplitude, "_SLAB", 8)  # eight slabs of the framed 64³ volume
+    volume, _, _ = framed(tomogram.noisy, 0.0)
+    source = prepare_volume(volume, CONFIG)
+    patches = extract_noise_patches(prepare_volume(tomogram.noisy, CONFIG), 16, 64).patches
+    model = SpectralNoise(torch.from_numpy(spectral_kernel(patches)))
+    threads = torch.get_num_threads()
+    maps = []
+    try:
+        torch.set_num_threads(3)  # the slabs' threads; torch's FFT rounds by thread count
+        for in_flight in (1, noise_amplitude._SLAB_BYTES_IN_FLIGHT):  # one slab at a time, 3
+            monkeypatch.setattr(noise_amplitude, "_SLAB_BYTES_IN_FLIGHT", in_flight)
+            maps.append(local_noise_amplitude(source, model, torch.Generator().manual_seed(0)))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(maps[0], maps[1])
+    assert maps[0].shape == (16, 16, 16) and np.ptp(maps[0]) > 0
+
+
 def test_training_crops_are_mostly_data_and_their_fill_stays_flat(tomogram):
     volume, _, _ = framed(tomogram.noisy, 10.0)  # far from the data, like 0 beside mean 100
     source = prepare_volume(volume, CONFIG)

@@ -8,6 +8,8 @@ the model's noise)``. Cryo-ET signal is band-limited, so the high-pass energy is
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -18,11 +20,17 @@ from .volume import NormalisedVolume
 
 BIN = 4
 _SLAB = 32
+_MARGIN = 4  # planes read beyond a slab, for its high-pass
+# scipy's filters release the GIL, so slabs are filtered on several threads; each slab in
+# flight holds two slab-sized float32 arrays, together bounded by this many bytes
+_SLAB_BYTES_IN_FLIGHT = 1 << 30
 
 
 def _highpass_energy(block: np.ndarray) -> np.ndarray:
-    high = block - ndimage.gaussian_filter(block, 1.0)
-    return high * high
+    """(block − its Gaussian of σ 1)², computed in the filtered copy: one temporary."""
+    high = ndimage.gaussian_filter(block, 1.0)
+    np.subtract(block, high, out=high)
+    return np.square(high, out=high)
 
 
 def _binned_mean(block: np.ndarray) -> np.ndarray:
@@ -35,21 +43,14 @@ def local_noise_amplitude(
     source: NormalisedVolume, noise_model: SpectralNoise, generator: torch.Generator
 ) -> np.ndarray:
     """Coarse (binned by ``BIN``) amplitude factors for the model noise, clipped to [0.5, 2]."""
-    depth = source.shape[0]
-    margin = 4
-    rows, weights = [], []
-    for start in range(0, depth - depth % BIN, _SLAB):
-        stop = min(start + _SLAB, depth - depth % BIN)
-        lo, hi = max(0, start - margin), min(depth, stop + margin)
-        region = (slice(lo, hi), slice(None), slice(None))
-        energy = _highpass_energy(source.read(region))
-        own = slice(start - lo, start - lo + stop - start)
-        fill = source.fill_mask(region)
-        if fill is not None:  # fill, and the voxels whose high-pass reaches it, hold no noise
-            data = ~grow(fill, 2)
-            energy *= data
-            weights.append(_binned_mean(data[own].astype(np.float32)))
-        rows.append(_binned_mean(energy[own]))
+    end = source.shape[0] - source.shape[0] % BIN
+    starts = range(0, end, _SLAB)
+    slab_bytes = 4 * (_SLAB + 2 * _MARGIN) * source.shape[1] * source.shape[2]
+    workers = min(torch.get_num_threads(), len(starts), _SLAB_BYTES_IN_FLIGHT // (2 * slab_bytes))
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        parts = list(pool.map(lambda s: _slab_energy(source, s, min(s + _SLAB, end)), starts))
+    rows = [energy for energy, _ in parts]
+    weights = [weight for _, weight in parts if weight is not None]
     volume_energy = ndimage.gaussian_filter(np.concatenate(rows), 2.0)
     if weights:  # normalised convolution: fill bins take the energy of the data around them
         weight = ndimage.gaussian_filter(np.concatenate(weights), 2.0)
@@ -60,6 +61,23 @@ def local_noise_amplitude(
         sample = noise_model.sample(1, (48, 48, 48), generator)[0, 0].cpu().numpy()
     model_energy = float(_highpass_energy(sample)[4:-4, 4:-4, 4:-4].mean())
     return np.sqrt(np.clip(volume_energy / model_energy, 0.25, 4.0)).astype(np.float32)
+
+
+def _slab_energy(
+    source: NormalisedVolume, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The binned high-pass energy of planes ``[start, stop)``, and where the volume has
+    fill, the binned share of data voxels (the weights of a normalised convolution)."""
+    lo, hi = max(0, start - _MARGIN), min(source.shape[0], stop + _MARGIN)
+    region = (slice(lo, hi), slice(None), slice(None))
+    energy = _highpass_energy(source.read(region))
+    own = slice(start - lo, stop - lo)
+    fill = source.fill_mask(region)
+    if fill is None:
+        return _binned_mean(energy[own]), None
+    data = ~grow(fill, 2)  # fill, and the voxels whose high-pass reaches it, hold no noise
+    energy *= data
+    return _binned_mean(energy[own]), _binned_mean(data[own].astype(np.float32))
 
 
 class AmplitudeSource:
