@@ -4,6 +4,7 @@ copy of its input (or to the input itself when ``base_sigma`` is 0)."""
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -116,7 +117,9 @@ class UNet3D(nn.Module):
         for i in reversed(range(self.depth)):
             h = self.merge[i](torch.cat([self.up[i](h), skips[i]], dim=1))
         residual = self.head(h)
-        # the base in full precision under autocast: only the correction may be rounded
-        with torch.autocast(x.device.type, enabled=False):
+        # the base in full precision under autocast (which inference uses on CPU and CUDA
+        # only; torch < 2.5 knows no other device's): only the correction may be rounded
+        autocasts = x.device.type in ("cpu", "cuda")
+        with torch.autocast(x.device.type, enabled=False) if autocasts else nullcontext():
             base = gaussian_blur(x.float(), self.base_taps) if self.base_sigma > 0 else x
         return base + (depth_to_space(residual) if self.fold else residual)
