@@ -73,7 +73,7 @@ def conv_memory_format(device: torch.device, training: bool = False) -> torch.me
 
     On CPU, oneDNN's 3D convolutions ran 1.6× faster channels-last (NDHWC) than
     contiguous, for training steps and for float32 and bfloat16 inference alike (2-core
-    Xeon, width-16 U-Net). On CUDA, float16 inference ran 1.1-2.9× faster channels-last
+    Xeon, width-16 U-Net). On CUDA, float16 inference ran 1.2-3.0× faster channels-last
     (H200, cuDNN 9.19, batches of 64³-128³ tiles: the fast U-Net 274 -> 800 Mvox/s on eight
     64³ tiles, quality 388 -> 536; benchmarks/results/gpu); CUDA training was only timed
     in the default layout, so it keeps that.
