@@ -117,7 +117,7 @@ def test_header_statistics_match_the_data(tmp_path, monkeypatch, scale, offset):
         np.testing.assert_allclose(float(header.rms), data.std(dtype=np.float64), rtol=1e-5)
 
 
-def test_a_libraries_own_warning_is_not_reported_as_a_problem_of_the_file(mrc_path, monkeypatch):
+def test_another_librarys_warning_while_opening_is_not_a_problem_of_the_file(mrc_path, monkeypatch):
     """numpy 2.5 deprecates how mrcfile 1.5 sets array dtypes: that warning, raised while
     opening, must stay what it is, not become "<file>: ..." as a broken header does."""
     real = mrcfile.mmap
