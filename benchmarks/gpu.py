@@ -85,20 +85,17 @@ class Clock:
 
 
 class StageClock:
-    """Times of the engine's progress events: when each stage first and last reported."""
+    """When each stage of the engine reported progress, in seconds since the start."""
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
-        self.stages: dict[str, list[float]] = {}
         self.times: dict[str, list[float]] = {}
 
     def __call__(self, event: Any) -> None:
         from napari_nmsg.engine import Progress
 
         if isinstance(event, Progress):
-            now = time.perf_counter() - self.t0
-            self.stages.setdefault(event.stage, [now, now])[1] = now
-            self.times.setdefault(event.stage, []).append(now)
+            self.times.setdefault(event.stage, []).append(time.perf_counter() - self.t0)
 
     def step_seconds(self, stage: str, after: int) -> float:
         """Median seconds between the stage's reports, leaving out the first ``after``."""
@@ -107,12 +104,12 @@ class StageClock:
     def split(self, total: float) -> dict[str, float]:
         """learn (up to the first training step), train, judge (the validation after the
         last step), denoise (the rest), in seconds."""
-        train = self.stages.get("train", [0.0, 0.0])
-        judged = self.stages.get("validate", train)[1]
+        train = self.times.get("train", [0.0])
+        judged = self.times.get("validate", train)[-1]
         return {
             "learn_s": train[0],
-            "train_s": train[1] - train[0],
-            "judge_s": judged - train[1],
+            "train_s": train[-1] - train[0],
+            "judge_s": judged - train[-1],
             "denoise_s": total - judged,
             "total_s": total,
         }
@@ -303,12 +300,7 @@ def compiled_rate(net, preset: str, batch: int, tile: int) -> dict[str, Any]:
     import torch
 
     x = torch.randn(batch, 1, tile, tile, tile, device="cuda")
-    compiled = torch.compile(net)
-
-    def forward():
-        with torch.autocast("cuda", dtype=torch.float16):
-            return compiled(x).float()
-
+    forward = _forward(torch.compile(net), x, "cuda", "float16")
     with torch.inference_mode(), cuda_flags(True, False):
         t0 = time.perf_counter()
         forward()
