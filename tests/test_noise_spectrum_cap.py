@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_nmsg.engine.noise_model import autocorrelation_power_spectrum, cap_signal_in_spectrum
+from napari_nmsg.engine.noise_model import (
+    autocorrelation_power_spectrum,
+    cap_signal_in_spectrum,
+    fit_spectrum,
+)
 
 SIZE, COUNT = 16, 128
 
@@ -45,7 +49,7 @@ def test_signal_in_the_patches_is_capped_out_along_either_in_plane_tilt_axis(til
         noise, contaminated = noise.swapaxes(2, 3), contaminated.swapaxes(2, 3)
     truth = autocorrelation_power_spectrum(_mean_free(noise))
     learned = autocorrelation_power_spectrum(_mean_free(contaminated))
-    capped, found_axis = cap_signal_in_spectrum(learned)
+    capped, found_axis, _ = cap_signal_in_spectrum(learned)
     assert found_axis == tilt_axis
     assert _band_ratio(learned, truth, 0.04, 0.17) > 1.8  # the signal's excess
     assert 0.9 < _band_ratio(capped, truth, 0.04, 0.17) < 1.12
@@ -57,9 +61,25 @@ def test_signal_in_the_patches_is_capped_out_along_either_in_plane_tilt_axis(til
 def test_a_spectrum_without_signal_keeps_its_low_band():
     noise = _mean_free(_wbp_like_noise(np.random.default_rng(1)))
     learned = autocorrelation_power_spectrum(noise)
-    capped, found_axis = cap_signal_in_spectrum(learned)
+    capped, found_axis, _ = cap_signal_in_spectrum(learned)
     assert found_axis == 1
     assert _band_ratio(capped, learned, 0.04, 0.25) > 0.93  # a per-bin minimum: 0.90
+
+
+def test_the_automatic_cap_applies_only_where_the_patches_hold_signal():
+    rng = np.random.default_rng(2)
+    noise = _mean_free(_wbp_like_noise(rng))
+    contaminated = _mean_free(noise + _signal(rng, std=0.05))
+    excess = cap_signal_in_spectrum(autocorrelation_power_spectrum(noise)).low_band_excess
+    assert abs(excess) < 0.05  # separable noise: none but the estimate's scatter
+    clean = fit_spectrum(noise, cap=None)
+    assert clean.tilt_axis == 0 and clean.signal_share == 0.0
+    np.testing.assert_array_equal(clean.kernel, fit_spectrum(noise, cap=False).kernel)
+    capped = fit_spectrum(contaminated, cap=None)
+    assert capped.tilt_axis == 1 and capped.signal_share > 0.002  # the signal: 0.25 %
+    few = fit_spectrum(contaminated[:32], cap=None)  # too few patches to fit the product on
+    np.testing.assert_array_equal(few.kernel, fit_spectrum(contaminated[:32], cap=False).kernel)
+    np.testing.assert_array_equal(capped.kernel, fit_spectrum(contaminated, cap=True).kernel)
 
 
 @pytest.mark.parametrize(("swap", "axis_name"), [(False, "Y"), (True, "X")])
@@ -75,7 +95,9 @@ def test_learning_notes_the_share_capped_and_the_tilt_axis_it_found(swap, axis_n
     assert f"left out of the noise spectrum (noise separable along the tilt axis, {axis_name})" in (
         learning.patches.note
     )
-    if not swap:  # off by default: the plain spectrum, and nothing said about a cap
-        plain = run_events(iter_learn_noise(noisy, NMSGConfig.preset("fast")))
-        assert "noise spectrum" not in plain.patches.note
-        assert not np.array_equal(plain.noise_model.kernel, learning.noise_model.kernel)
+    if not swap:  # auto: 16 patches are too few to fit the product on, so no cap, no note
+        auto = run_events(iter_learn_noise(noisy, NMSGConfig.preset("fast")))
+        off = run_events(iter_learn_noise(noisy, NMSGConfig.preset("fast", separable_cap=False)))
+        assert "noise spectrum" not in auto.patches.note
+        assert np.array_equal(auto.noise_model.kernel, off.noise_model.kernel)
+        assert not np.array_equal(auto.noise_model.kernel, learning.noise_model.kernel)

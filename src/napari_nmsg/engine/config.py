@@ -25,6 +25,11 @@ PRECISIONS = {
     "off (float32)": False,
     "on (bfloat16 CPU / float16 CUDA)": True,
 }
+SEPARABLE_CAP_CHOICES = {
+    "auto (where the patches hold signal)": None,
+    "off": False,
+    "on": True,
+}
 _NO_FRONT_END = {"cli": False, "widget": False}  # method internals, set from Python
 
 
@@ -98,11 +103,15 @@ class NoiseSettings:
         choices=NOISE_MODEL_CHOICES,
         help="gan: 3D WGAN-GP noise generator; spectral: coloured Gaussian baseline",
     )
-    separable_cap: bool = option(
-        False,  # measured: fixes thick specimens, but lost 1.1 dB once (README Case suite)
+    separable_cap: bool | None = option(
+        None,  # auto: capped only where the patches clearly hold signal (README Case suite)
         label="Separable noise spectrum",
+        auto="auto",
+        choices=SEPARABLE_CAP_CHOICES,
         help="take the signal that background patches hold out of the noise spectrum, "
-        "where it is not separable along the tilt axis (thick specimens, no clean ice)",
+        "where it is not separable along the tilt axis (thick specimens, no clean ice); "
+        "auto: where 64 or more patches hold over a tenth more power below 1/16 "
+        "cycle/voxel than a separable spectrum would",
         widget=False,
     )
     gan_steps: int = option(

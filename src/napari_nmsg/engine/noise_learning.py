@@ -107,7 +107,7 @@ def iter_learn_noise_from(
     size = patches.patch_size
     spectral = fit_spectrum(train, config.separable_cap)
     model: SpectralNoise = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
-    if config.separable_cap:
+    if spectral.tilt_axis:  # capped
         patches = replace(patches, note=f"{patches.note}; {_cap_note(spectral, sources[0])}")
     fidelity = {
         "spectral": noise_fidelity(

@@ -12,7 +12,7 @@ fidelity says it is better.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +27,17 @@ _BODY_MARGIN = 2  # two unpadded 3³ convolutions in the generator's non-linear 
 # 4 % on every suite case (signal let in lifted only lower bands)
 SEPARABLE_FROM = 0.25
 _SEPARABLE_ITERATIONS = 30
+# The automatic cap applies where the patches hold over AUTO_CAP_EXCESS more power at
+# 0 < |k| <= AUTO_CAP_BAND cycles/voxel than the separable fit predicts, i.e. signal. On
+# the 13 suite cases (fast preset's patches, 16³) that excess was -0.21 to -0.61 on the nine
+# with a clean background and +0.19 to +0.51 on the four whose patches hold 1.1-4.3x the true
+# noise's low-band power (thick specimen, 64-thick Y-stored volume, zero frame, gold beads);
+# exactly separable noise gives 0 with a scatter of about 0.1 over 128 patches. Fewer than
+# AUTO_CAP_MIN_PATCHES patches fit the product too poorly: on small simulated volumes (16-27
+# patches) whose patches held 1.3-5.8x the true low-band power the cap left 0.45-0.71x.
+AUTO_CAP_BAND = 1 / 16
+AUTO_CAP_EXCESS = 0.1
+AUTO_CAP_MIN_PATCHES = 64
 
 
 def mean_power_spectrum(patches: np.ndarray) -> np.ndarray:
@@ -83,9 +94,15 @@ def _separable_fit(spectrum: np.ndarray, along: int) -> tuple[float, np.ndarray,
     return residual, np.swapaxes(np.exp(fit), 1, along), np.swapaxes(fitted, 1, along)
 
 
-def cap_signal_in_spectrum(spectrum: np.ndarray) -> tuple[np.ndarray, int]:
-    """The noise spectrum with the signal that background patches let in taken out, and the
-    tilt axis it was found along (canonical 1 or 2).
+class CappedSpectrum(NamedTuple):
+    spectrum: np.ndarray
+    tilt_axis: int  # canonical axis (1 or 2) the separable fit runs along
+    low_band_excess: float  # the measured over the fit's power at |k| <= AUTO_CAP_BAND, - 1
+
+
+def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
+    """The noise spectrum with the signal that background patches let in taken out, the
+    tilt axis it was found along and how much low-frequency power the fit finds in excess.
 
     In a single-axis reconstruction every plane across the tilt axis comes from its own
     detector row, so the noise spectrum is separable: a function of the two axes across the
@@ -109,7 +126,11 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> tuple[np.ndarray, int]:
         ndimage.uniform_filter(fit, 3, mode="wrap"), 1e-12
     )
     capped = np.where(fitted, spectrum, spectrum / np.maximum(excess, 1.0))
-    return capped, tilt_axis
+    f = np.fft.fftfreq(spectrum.shape[0])
+    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    low = (radius > 0) & (radius <= AUTO_CAP_BAND)
+    low_band_excess = float(spectrum[low].sum() / max(fit[low].sum(), 1e-30) - 1)
+    return CappedSpectrum(capped, tilt_axis, low_band_excess)
 
 
 @dataclass(frozen=True)
@@ -121,17 +142,23 @@ class SpectralFit:
     tilt_axis: int  # canonical axis (1 or 2); 0 when not capped
 
 
-def fit_spectrum(patches: np.ndarray, cap: bool) -> SpectralFit:
+def fit_spectrum(patches: np.ndarray, cap: bool | None) -> SpectralFit:
     """A centred real filter (twice the patch size) whose transfer function is the square
-    root of the patches' power spectrum, with the signal they hold capped out if ``cap``."""
+    root of the patches' power spectrum, with the signal they hold capped out if ``cap``
+    (None: where at least ``AUTO_CAP_MIN_PATCHES`` patches hold ``AUTO_CAP_EXCESS`` more
+    low-frequency power than the separable fit)."""
     measured = autocorrelation_power_spectrum(patches)
-    spectrum, tilt_axis = cap_signal_in_spectrum(measured) if cap else (measured, 0)
+    spectrum, tilt_axis = measured, 0
+    if cap or (cap is None and len(patches) >= AUTO_CAP_MIN_PATCHES):
+        capped = cap_signal_in_spectrum(measured)
+        if cap or capped.low_band_excess > AUTO_CAP_EXCESS:
+            spectrum, tilt_axis = capped.spectrum, capped.tilt_axis
     kernel = np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
     share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
     return SpectralFit(kernel, share, tilt_axis)
 
 
-def spectral_kernel(patches: np.ndarray, cap: bool = False) -> np.ndarray:
+def spectral_kernel(patches: np.ndarray, cap: bool | None = False) -> np.ndarray:
     """``fit_spectrum``'s filter alone."""
     return fit_spectrum(patches, cap).kernel
 
