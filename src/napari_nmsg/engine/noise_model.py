@@ -31,7 +31,7 @@ _SEPARABLE_ITERATIONS = 30
 # 0 < |k| <= AUTO_CAP_BAND cycles/voxel than the separable fit predicts, i.e. signal. On
 # the 13 suite cases (fast preset's patches, 16³) that excess was -0.21 to -0.61 on the nine
 # with a clean background and +0.19 to +0.51 on the four whose patches hold 1.1-4.3x the true
-# noise's low-band power (thick specimen, 64-thick Y-stored volume, zero frame, gold beads);
+# noise's power below 0.04 (thick specimen, 64-thick Y-stored volume, zero frame, gold beads);
 # exactly separable noise gives 0 with a scatter of about 0.1 over 128 patches. Fewer than
 # AUTO_CAP_MIN_PATCHES patches fit the product too poorly: on small simulated volumes (16-27
 # patches) whose patches held 1.3-5.8x the true low-band power the cap left 0.45-0.71x.
