@@ -1,0 +1,154 @@
+"""Can the self-supervised validation choose how many averaged ±noise pairs inference uses?
+
+For each suite case the fast preset is fitted once (as ``nmsg denoise`` runs it); its network
+is then applied with 0 (one pass), 1, 2 and 4 averaged pairs, and each variant gets its true
+PSNR (against the noiseless reconstruction) and its Stein estimate on the held-out rows (the
+figure the pipeline judges results by). Writes ``pair_count.{json,md}`` to ``--out``,
+appending cases as they finish; a rerun into the same ``--out`` skips the cases it holds::
+
+    python benchmarks/pair_count.py --out benchmarks/results/pair-count
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    DEFAULT_OUT,
+    log,
+    machine_for,
+    machine_markdown,
+    seed_for,
+    write_json,
+)
+from _suite_cases import CASES, scored, simulate_case
+from _table import Column, render_table
+
+PAIRS = (0, 1, 2, 4)
+
+
+def run_case(name: str, seed: int) -> dict[str, Any]:
+    from dataclasses import replace
+
+    import torch
+
+    from napari_nmsg import denoise
+    from napari_nmsg.engine import NMSGConfig, iter_run, run_events
+    from napari_nmsg.engine.noise_amplitude import local_noise_amplitude
+    from napari_nmsg.engine.pipeline import prepare_volume
+    from napari_nmsg.engine.predictor import validated_estimator
+    from napari_nmsg.engine.validation import RecorruptedValidation, held_out_rows
+    from napari_nmsg.metrics import psnr
+
+    data = simulate_case(name, seed)
+    noisy, truth = data["noisy"], scored(data, data["target"])
+    config = NMSGConfig.preset("fast", seed=seed)
+    t0 = time.perf_counter()
+    model = run_events(iter_run(noisy, config)).model
+    fit_s = time.perf_counter() - t0
+    # the pipeline's own validation window, draws and amplitude map
+    device = torch.device("cpu")
+    source = prepare_volume(noisy, config)
+    noise = model.noise_model.eval()
+    amplitude = local_noise_amplitude(source, noise, torch.Generator().manual_seed(seed))
+    rows = source.data_box[1]
+    held_out = held_out_rows(rows.stop - rows.start, config.multiple)
+    validation = RecorruptedValidation(
+        source, noise, amplitude, config.alpha, held_out, config.multiple, device, seed
+    )
+    sigma, gaussian_risk = validation.best_gaussian_for_input()
+    variants = {}
+    for pairs in PAIRS:
+        variant = model.config.replace(inference_pairs=pairs)
+        t = time.perf_counter()
+        out = denoise(noisy, replace(model, config=variant))
+        seconds = time.perf_counter() - t
+        estimate = validated_estimator(model.denoiser, noise, variant, validation.shape, device)
+        risk = validation.risk(estimate)
+        variants[str(pairs)] = {
+            "psnr": psnr(scored(data, out), truth),
+            "denoise_s": seconds,
+            "risk": risk,
+            "estimated_gain_db": validation.gain_db(risk, gaussian_risk),
+        }
+    return {
+        "fit_s": fit_s,
+        "fell_back": bool(model.quality and model.quality.fell_back),
+        "gaussian_sigma": sigma,
+        "variants": variants,
+    }
+
+
+def _choice(case: dict[str, Any], key: str, best: str) -> str:
+    values = {p: v[key] for p, v in case["variants"].items()}
+    return (max if best == "max" else min)(values, key=values.get)
+
+
+def render(report: dict[str, Any]) -> str:
+    def cell(pairs: str):
+        def value(case: dict[str, Any]) -> str:
+            v = case["variants"][pairs]
+            return f"{v['psnr']:.2f} / {v['estimated_gain_db']:+.2f} ({v['denoise_s']:.0f} s)"
+
+        return Column(f"{pairs} pairs: PSNR / est. (time)", value)
+
+    def chosen(case: dict[str, Any]) -> str:
+        pick = _choice(case, "risk", "min")
+        true_best = _choice(case, "psnr", "max")
+        v = case["variants"]
+        return f"{pick} ({v[pick]['psnr'] - v['2']['psnr']:+.2f}); true best {true_best}"
+
+    columns = [
+        Column("case", lambda c: c["name"]),
+        *(cell(str(p)) for p in PAIRS),
+        Column("lowest estimated risk (PSNR vs 2 pairs)", chosen),
+    ]
+    cases = [{"name": n, **c} for n, c in report["cases"].items()]
+    return "\n\n".join(
+        [
+            "# Averaged pairs at inference: true PSNR against the self-supervised estimate",
+            machine_markdown(report["machine"]),
+            f"Command: `{report['command']}` (seed {report['seed']}). One fast-preset fit per "
+            "case; the same network applied with each pair count. Estimated gain: Stein "
+            "estimate on the held-out rows, dB against the best Gaussian for the input.",
+            render_table(cases, columns),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "pair-count")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / "pair_count.json"
+    command = "python benchmarks/pair_count.py " + " ".join(argv or sys.argv[1:])
+    report: dict[str, Any] = {"cases": {}}
+    if json_path.exists():  # a partial run goes on: its cases are kept, not run again
+        report = json.loads(json_path.read_text())
+        command = f"{report['command']}; then {command}"
+    report["machine"] = machine_for(report, p.error)
+    report["seed"] = seed_for(report, args.seed, p.error)
+    report["command"] = command
+    start = time.perf_counter()
+    for name in args.cases.split(","):
+        if name in report["cases"]:
+            continue
+        report["cases"][name] = run_case(name, args.seed)
+        log(f"{name}: {report['cases'][name]}", start)
+        write_json(json_path, report)
+        (args.out / "pair_count.md").write_text(render(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
