@@ -3,8 +3,9 @@
 For each suite case the fast preset is fitted once (as ``nmsg denoise`` runs it); its network
 is then applied with 0 (one pass), 1, 2 and 4 averaged pairs, and each variant gets its true
 PSNR (against the noiseless reconstruction) and its Stein estimate on the held-out rows (the
-figure the pipeline judges results by). Writes ``pair_count.{json,md}`` to ``--out``,
-appending cases as they finish; a rerun into the same ``--out`` skips the cases it holds::
+figure the pipeline judges results by). Writes ``pair_count.{json,md,png}`` to
+``--out``, appending cases as they finish; a rerun into the same ``--out`` skips the cases it
+holds, and ``--render`` only redraws the table and plot from the saved JSON::
 
     python benchmarks/pair_count.py --out benchmarks/results/pair-count
 """
@@ -123,14 +124,57 @@ def render(report: dict[str, Any]) -> str:
     )
 
 
+def plot(report: dict[str, Any], path: Path) -> None:
+    """True and estimated PSNR change against 2 pairs, per case and pair count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [n for n, c in report["cases"].items() if not c["fell_back"]]
+    others = [str(p) for p in PAIRS if p != 2]
+    x = np.arange(len(names))
+    width = 0.8 / len(others)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, key, title in zip(
+        axes, ("psnr", "estimated_gain_db"), ("true", "estimated (Stein)"), strict=True
+    ):
+        for i, pairs in enumerate(others):
+            diff = [
+                report["cases"][n]["variants"][pairs][key]
+                - report["cases"][n]["variants"]["2"][key]
+                for n in names
+            ]
+            ax.bar(x + (i - (len(others) - 1) / 2) * width, diff, width, label=f"{pairs} pairs")
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{title}: dB against 2 pairs")
+    axes[0].set_ylabel("dB")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _write(report: dict[str, Any], out: Path) -> None:
+    write_json(out / "pair_count.json", report)
+    (out / "pair_count.md").write_text(render(report) + "\n")
+    plot(report, out / "pair_count.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "pair-count")
+    p.add_argument("--render", action="store_true", help="only redraw from the saved JSON")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "pair_count.json"
+    if args.render:
+        _write(json.loads(json_path.read_text()), args.out)
+        return 0
     command = "python benchmarks/pair_count.py " + " ".join(argv or sys.argv[1:])
     report: dict[str, Any] = {"cases": {}}
     if json_path.exists():  # a partial run goes on: its cases are kept, not run again
@@ -145,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report["cases"][name] = run_case(name, args.seed)
         log(f"{name}: {report['cases'][name]}", start)
-        write_json(json_path, report)
-        (args.out / "pair_count.md").write_text(render(report) + "\n")
+        _write(report, args.out)
     return 0
 
 

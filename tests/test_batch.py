@@ -245,7 +245,10 @@ def test_saved_model_does_no_training(tmp_path, volumes):
     sidecar = json.loads(sidecar_path(out / "t0.mrc").read_text())
     assert sidecar["settings"]["mode"] == "model"
     # every inference setting that changes the output is in the resume key
-    model_own = {"inference_pairs": 2, "tile": 16, "overlap": 4, "amp": None, "wedge_axis": None}
+    model_own = {
+        "inference_pairs": config.inference_pairs, "tile": 16, "overlap": 4, "amp": None,
+        "wedge_axis": None,
+    }  # fmt: skip
     assert sidecar["settings"]["inference"] == model_own
     estimate = sidecar["quality_estimate"]
     assert estimate["gaussian_sigma"] > 0 and isinstance(estimate["fell_back"], bool)

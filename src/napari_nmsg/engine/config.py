@@ -319,7 +319,7 @@ class InferenceSettings:
         minimum=0,
         maximum=64,
         help="pairs of ±noise recorrupted copies averaged at inference (2 passes each; "
-        "0 = one pass f(y), 3.5x faster inference for about 0.1 dB less)",
+        "0 = one pass f(y), about 9x faster than 4 pairs for 0.05-0.4 dB less)",
     )
     amp: bool | None = option(
         None,
@@ -464,11 +464,12 @@ class NMSGConfig(
 # balanced (2 pairs) 29.50 -> 30.22, for 2 network passes per pair. The fast preset is a
 # width-8 U-Net trained twice as long in the same time: its single pass f(y) matched the
 # width-16 fast net with one pair on two 128³ volumes at 3x the inference speed. Since the
-# network corrects a Gaussian base, 2 pairs add 0.10 dB to its one pass on three 128³
-# suite cases (4 Å crowded 29.95 -> 30.05, SNR 0.03 24.44 -> 24.54, thick gradient 26.11 ->
-# 26.15) for 2.5 s more on 2 cores, so every preset averages pairs.
+# network corrects a Gaussian base, averaged pairs help it too: on the 12 suite cases
+# whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12 dB) and 2 beat one
+# pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
+# (benchmarks/results/pair-count), so every preset averages pairs.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"inference_pairs": 2},
+    "fast": {"inference_pairs": 4},
     "balanced": {
         "unet_width": 16, "train_steps": 2000, "gan_steps": 150, "crop": 40, "inference_pairs": 2,
     },
