@@ -465,15 +465,18 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     }
     if not cases:
         return
+    # one colour per method in every panel: a case's rows are in the order they were run
+    curved = [m for m in METHODS if any("curve" in c["methods"].get(m, {}) for c in cases.values())]
+    colours = {m: f"C{i}" for i, m in enumerate(curved)}
     columns = min(4, len(cases))
     rows = -(-len(cases) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
     for ax, (name, case) in zip(axes.flat[: len(cases)], cases.items(), strict=True):
-        for method, row in case["methods"].items():
-            if "curve" in row:
-                points = row["curve"]
+        for method in curved:
+            if "curve" in case["methods"].get(method, {}):
+                points = case["methods"][method]["curve"]
                 ax.plot([p["seconds"] for p in points], [p["psnr"] for p in points], "o-",
-                        ms=3, label=method)  # fmt: skip
+                        ms=3, c=colours[method], label=method)  # fmt: skip
         for peer, style in (("gaussian", ":"), ("topaz", "--"), ("n2n", "-.")):
             if peer in case["methods"]:
                 ax.axhline(case["methods"][peer]["psnr"], ls=style, c="grey", lw=1, label=peer)
@@ -481,7 +484,10 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         ax.tick_params(labelsize=7)
     for ax in axes.flat[len(cases) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
+    handles = {}  # every method and peer once, whichever panel has it
+    for ax in axes.flat:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=6)
     fig.supxlabel("wall seconds (learn + fit + denoise)", fontsize=9)
     fig.supylabel("PSNR (dB)", fontsize=9)
     fig.tight_layout()
