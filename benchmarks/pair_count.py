@@ -27,7 +27,7 @@ from _common import (
     machine_for,
     machine_markdown,
     seed_for,
-    write_json,
+    write_report,
 )
 from _suite_cases import CASES, scored, simulate_case
 from _table import Column, render_table
@@ -157,12 +157,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _write(report: dict[str, Any], out: Path) -> None:
-    write_json(out / "pair_count.json", report)
-    (out / "pair_count.md").write_text(render(report) + "\n")
-    plot(report, out / "pair_count.png")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES))
@@ -173,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "pair_count.json"
     if args.render:
-        _write(json.loads(json_path.read_text()), args.out)
+        write_report(args.out, "pair_count", json.loads(json_path.read_text()), render, plot)
         return 0
     command = "python benchmarks/pair_count.py " + " ".join(argv or sys.argv[1:])
     report: dict[str, Any] = {"cases": {}}
@@ -189,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report["cases"][name] = run_case(name, args.seed)
         log(f"{name}: {report['cases'][name]}", start)
-        _write(report, args.out)
+        write_report(args.out, "pair_count", report, render, plot)
     return 0
 
 
