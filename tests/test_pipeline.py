@@ -169,7 +169,7 @@ def test_a_given_model_denoises_with_its_own_inference_settings(small_tomogram):
     paired = NMSGConfig(train_steps=3, crop=16, tile=16, overlap=4, inference_pairs=2)
     model = run_events(iter_fit_denoiser(volume, paired))
     own = run_events(iter_denoise(volume, model))
-    # the API's default config (0 pairs) supplies the machine only, not the inference
+    # the API's default config (the fast preset) supplies the machine only, not the inference
     np.testing.assert_array_equal(denoise(volume, model), own)
     one_pass = run_events(
         iter_run(volume, NMSGConfig(), model=model, overrides={"inference_pairs": 0})

@@ -50,6 +50,11 @@ from .zarr_io import check_zarr_output, is_zarr, pyramid_shapes, zarr_output
 EventCallback = Callable[[Progress | Preview], Any] | None
 
 
+def _default() -> NMSGConfig:
+    """What a call without a config runs: the default click (the fast preset)."""
+    return NMSGConfig.preset("fast")
+
+
 def learn_noise(
     volume: np.ndarray,
     config: NMSGConfig | None = None,
@@ -58,7 +63,7 @@ def learn_noise(
 ) -> NoiseLearning:
     """Fit a noise model to the signal-free regions of ``volume`` (Z, Y, X): where
     ``background`` (same shape) is non-zero if given, else where they are found."""
-    return run_events(iter_learn_noise(volume, config or NMSGConfig(), background), on_event)
+    return run_events(iter_learn_noise(volume, config or _default(), background), on_event)
 
 
 def fit_denoiser(
@@ -68,7 +73,7 @@ def fit_denoiser(
     on_event: EventCallback = None,
 ) -> NMSGModel:
     """Learn the noise (unless ``noise`` is given) and fit the denoiser to ``volume``."""
-    return run_events(iter_fit_denoiser(volume, config or NMSGConfig(), noise), on_event)
+    return run_events(iter_fit_denoiser(volume, config or _default(), noise), on_event)
 
 
 def denoise(
@@ -82,7 +87,7 @@ def denoise(
     ``config`` gives the fitting settings and the machine to run on; a given ``model``
     denoises with the inference settings it was fitted with.
     """
-    return run_events(iter_run(volume, config or NMSGConfig(), model=model), on_event).output
+    return run_events(iter_run(volume, config or _default(), model=model), on_event).output
 
 
 def read_background(path: str | os.PathLike | None, tomo: Tomogram) -> np.ndarray | None:
@@ -132,7 +137,7 @@ def denoise_file(
     reading, fitting and denoising, and the model's self-supervised quality estimate.
     """
     started = time.perf_counter()
-    config = config or NMSGConfig.preset("fast")
+    config = config or _default()
     zarr_out = is_zarr(output)
     output = check_output_path(output, (input_path,), suffixes=MRC_SUFFIXES + ZARR_SUFFIXES)
     if zarr_out:

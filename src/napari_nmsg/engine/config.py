@@ -467,9 +467,13 @@ class NMSGConfig(
 # network corrects a Gaussian base, averaged pairs help it too: on the 12 suite cases
 # whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12 dB) and 2 beat one
 # pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
-# (benchmarks/results/pair-count), so every preset averages pairs.
+# (benchmarks/results/pair-count), so every preset averages pairs. The fast preset's
+# U-Net has one level, not two: with training seeds 0/1/2 on fixed data, two levels spread
+# 0.32 dB (4 Å crowded) and 0.80 dB (7 Å crowded, one seed under Topaz-3D), one level
+# 0.05 and 0.04 dB, for means 0.17 dB lower and 0.01 higher, in 18 % less time; three
+# levels were worse on both (benchmarks/results/seed-variants).
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"inference_pairs": 4},
+    "fast": {"unet_depth": 1, "inference_pairs": 4},
     "balanced": {
         "unet_width": 16, "train_steps": 2000, "gan_steps": 150, "crop": 40, "inference_pairs": 2,
     },
