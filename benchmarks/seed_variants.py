@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -128,6 +129,7 @@ def render(report: dict[str, Any]) -> str:
             "fast preset with the training seed of the row and the settings of the column "
             f"({described}); fit, validation and denoising with its averaged pairs, timed "
             "together.",
+            *report.get("notes", []),
             render_table(rows, columns),
             "\n".join(summary),
         ]
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if report.get("variants", {}).get(name, spec) != spec:
             p.error(f"variant {name!r} is in the report with other settings")
     seeds = [int(s) for s in args.seeds.split(",")]
-    command = "python benchmarks/seed_variants.py " + " ".join(argv or sys.argv[1:])
+    command = "python benchmarks/seed_variants.py " + shlex.join(argv or sys.argv[1:])
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
     report["title"] = args.title
     report["machine"] = machine_for(report, p.error)
