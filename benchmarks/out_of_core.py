@@ -15,9 +15,10 @@
    file-backed part (page cache the kernel can reclaim at any time).
 
 The network is random-initialised (with a random, non-zero output layer so that it is not
-the identity): the point is memory and correctness, not denoising. The 2 GiB run uses the
-``fast`` preset's U-Net (depth 2, width 8) with the preset's inference settings (one pass,
-mixed precision where the CPU has native bfloat16), i.e. what a user's default run does;
+the identity): the point is memory and correctness, not denoising. The 2 GiB run uses a
+width-8 U-Net of depth 2 (the fast preset's when it was measured; it has one level since,
+which needs less memory per tile) in one pass, with mixed precision where the CPU has native
+bfloat16;
 ``--depth 0 --width 2`` gives a minimal net for CPUs where that would take too long. The big
 files go to
 ``--tmp`` (default: the system temporary folder) and are deleted afterwards.
