@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from napari_nmsg.engine.noise_learning import fit_checked_spectrum
 from napari_nmsg.engine.noise_model import (
     autocorrelation_power_spectrum,
     cap_signal_in_spectrum,
@@ -80,6 +81,33 @@ def test_the_automatic_cap_applies_only_where_the_patches_hold_signal():
     few = fit_spectrum(contaminated[:32], cap=None)  # too few patches to fit the product on
     np.testing.assert_array_equal(few.kernel, fit_spectrum(contaminated[:32], cap=False).kernel)
     np.testing.assert_array_equal(capped.kernel, fit_spectrum(contaminated, cap=True).kernel)
+
+
+def _not_separable_noise(rng: np.random.Generator, count: int) -> np.ndarray:
+    """White noise plus an isotropic low-pass copy of it: a sum, so no product of axes."""
+    white = rng.normal(size=(count, 24, 24, 24))
+    noise = white + 6 * ndimage.gaussian_filter(white, (0, 2, 2, 2), mode="wrap")
+    return _mean_free(noise[:, 4:20, 4:20, 4:20])
+
+
+def test_the_automatic_cap_is_refused_where_it_would_take_out_noise():
+    rng = np.random.default_rng(3)
+    train, held_out = _not_separable_noise(rng, 192), _not_separable_noise(rng, 64)
+    assert fit_spectrum(train, cap=None).tilt_axis  # the low-band excess alone would cap it
+    fitted, note = fit_checked_spectrum(train, held_out, None, seed=0)
+    assert fitted.tilt_axis == 0 and note.startswith("no separable cap: capped, the spectrum")
+    np.testing.assert_array_equal(fitted.kernel, fit_spectrum(train, cap=False).kernel)
+    forced, note = fit_checked_spectrum(train, held_out, True, seed=0)
+    assert forced.tilt_axis and note == ""  # asked for, it is applied
+
+
+def test_the_automatic_cap_stays_where_the_patches_hold_signal():
+    rng = np.random.default_rng(2)
+    contaminated = _mean_free(_wbp_like_noise(rng) + _signal(rng, std=0.05))
+    fitted, note = fit_checked_spectrum(contaminated[:96], contaminated[96:], None, seed=0)
+    assert fitted.tilt_axis == 1 and note == ""
+    capped = fit_spectrum(contaminated[:96], cap=True)
+    np.testing.assert_array_equal(fitted.kernel, capped.kernel)
 
 
 @pytest.mark.parametrize(("swap", "axis_name"), [(False, "Y"), (True, "X")])
