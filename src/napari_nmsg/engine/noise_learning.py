@@ -156,7 +156,9 @@ def iter_learn_noise_from(
         if automatic is not None:
             fidelity[AUTOMATIC] = automatic
     if config.noise_model == "gan":
-        model, fidelity["gan"] = yield from iter_fit_gan(train, held_out, config, device, generator)
+        model, fidelity["gan"] = yield from iter_fit_gan(
+            train, held_out, config, device, generator, spectral.kernel
+        )
     generated = sample_patches(model, len(held_out), size, generator)
     return NoiseLearning(
         noise_model=model.eval().cpu(),

@@ -334,16 +334,15 @@ def iter_fit_gan(
     config: NMSGConfig,
     device: torch.device,
     generator: torch.Generator,
+    spectral: np.ndarray,
 ) -> EventStream[tuple[GANNoiseGenerator, dict[str, float]]]:
     """WGAN-GP (paper recipe: Adam 1e-4, betas 0.5/0.999, 5 critic steps, GP weight 10).
 
-    Initialised at the spectral solution; the snapshot with the best held-out fidelity is
-    returned, amplitude-calibrated.
+    Initialised at the spectral solution (``spectral``, its filter); the snapshot with the
+    best held-out fidelity is returned, amplitude-calibrated.
     """
     size = train.shape[-1]
-    gen = GANNoiseGenerator(
-        torch.from_numpy(spectral_kernel(train, config.separable_cap)), config.gan_width
-    ).to(device)
+    gen = GANNoiseGenerator(torch.from_numpy(spectral), config.gan_width).to(device)
     critic = Critic(config.gan_width).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.5, 0.999))
     opt_c = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.999))
