@@ -33,6 +33,7 @@ from _table import Column, render_table
 
 DATA_SEED = 0
 REPORT = "seed_variants"
+TITLE = "A fast-preset change against its training-seed spread"
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants", nargs="+", default=["fast:"], metavar="NAME:FIELD=VALUE,...",
         help="fast-preset variants; NAME: alone is the preset",
     )  # fmt: skip
-    p.add_argument("--title", default="A fast-preset change against its training-seed spread")
+    p.add_argument("--title", help=f"the report's heading (default: as saved, or {TITLE!r})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "seed-variants")
     p.add_argument("--render", action="store_true", help="only redraw from the saved JSON")
     args = p.parse_args(argv)
@@ -186,14 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in args.cases.split(",") if c not in CASES]
     if unknown:
         p.error(f"unknown case: {', '.join(unknown)}")
+    from napari_nmsg.engine import NMSGConfig
+
     variants = dict(parse_variant(v) for v in args.variants)
     for name, spec in variants.items():
         if report.get("variants", {}).get(name, spec) != spec:
             p.error(f"variant {name!r} is in the report with other settings")
+        try:
+            NMSGConfig.preset("fast", **spec)
+        except (TypeError, ValueError) as error:
+            p.error(f"variant {name!r}: {error}")
     seeds = [int(s) for s in args.seeds.split(",")]
     command = "python benchmarks/seed_variants.py " + shlex.join(argv or sys.argv[1:])
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
-    report["title"] = args.title
+    report["title"] = args.title or report.get("title", TITLE)
     report["machine"] = machine_for(report, p.error)
     report["seeds"] = sorted(set(report.get("seeds", [])) | set(seeds))
     report["variants"] = {**report.get("variants", {}), **variants}
