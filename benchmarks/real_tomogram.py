@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         "separable_cap": args.separable_cap,
         "noise_patches": noise.patches.note,
         "noise_fidelity": {
-            model: {k: float(v) for k, v in scores.items()}
-            for model, scores in noise.fidelity.items()
+            name: {k: float(v) for k, v in scores.items()}
+            for name, scores in noise.fidelity.items()
         },
         "fit_s": fitted - started,
         "denoise_s": finished - fitted,
