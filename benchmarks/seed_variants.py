@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{REPORT}.json"
     report = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
+    report["title"] = args.title or report.get("title", TITLE)
     if args.render:
         write_report(args.out, REPORT, report, render, plot)
         return 0
@@ -200,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     command = "python benchmarks/seed_variants.py " + shlex.join(argv or sys.argv[1:])
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
-    report["title"] = args.title or report.get("title", TITLE)
     report["machine"] = machine_for(report, p.error)
     report["seeds"] = sorted(set(report.get("seeds", [])) | set(seeds))
     report["variants"] = {**report.get("variants", {}), **variants}
