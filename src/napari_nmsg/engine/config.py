@@ -471,9 +471,11 @@ class NMSGConfig(
 # U-Net has one level, not two: with training seeds 0/1/2 on fixed data, two levels spread
 # 0.32 dB (4 Å crowded) and 0.80 dB (7 Å crowded, one seed under Topaz-3D), one level
 # 0.05 and 0.04 dB, for means 0.17 dB lower and 0.01 higher, in 18 % less time; three
-# levels were worse on both (benchmarks/results/seed-variants).
+# levels were worse on both (benchmarks/results/seed-variants). It trains 1600 steps, not
+# 2400: over the same seeds that cost 0.06 and 0.10 dB on average for 27 % less time, toward
+# the 3 minutes on CPUs without AVX-512, where a training step takes 2-3x as long.
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"unet_depth": 1, "inference_pairs": 4},
+    "fast": {"unet_depth": 1, "train_steps": 1600, "inference_pairs": 4},
     "balanced": {
         "unet_width": 16, "train_steps": 2000, "gan_steps": 150, "crop": 40, "inference_pairs": 2,
     },
