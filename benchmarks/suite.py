@@ -57,9 +57,9 @@ from _table import Column, render_table
 
 # independent true-noise realisations the perfect-noise reference (r2r-true) samples from
 TRUE_NOISE_REALISATIONS = 4
-# the references' U-Net depth: the fast preset's when their rows were made (it has one
-# level since), so that they stay comparable with the rows on record
-REFERENCE_DEPTH = 2
+# the references' U-Net depth and steps: the fast preset's when their rows were made (it has
+# one level and 1600 steps since), so that they stay comparable with the rows on record
+REFERENCE_DEPTH, REFERENCE_STEPS = 2, 2400
 
 if TYPE_CHECKING:
     import torch
@@ -183,8 +183,9 @@ def run_reference(
     method: str, data: dict[str, Any], seed: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Noise2Noise on the even/odd halves, supervised on the truth, or Recorrupted-to-
-    Recorrupted with the true noise, with the fast preset's crops and steps and its
-    U-Net as it was when these rows were made (depth 2, width 8; ``REFERENCE_DEPTH``),
+    Recorrupted with the true noise, with the fast preset's crops and its U-Net and
+    steps as they were when these rows were made (depth 2, width 8, 2400 steps;
+    ``REFERENCE_DEPTH``, ``REFERENCE_STEPS``),
     and the same Gaussian base (the one best for its input, widened as in the pipeline).
 
     N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on.
@@ -210,7 +211,11 @@ def run_reference(
     }[method]
     _, sigma, _ = best_gaussian(scored(data, data[first]), scored(data, data["target"]))
     config = NMSGConfig.preset(
-        "fast", seed=seed, base_sigma=BASE_WIDENING * sigma, unet_depth=REFERENCE_DEPTH
+        "fast",
+        seed=seed,
+        base_sigma=BASE_WIDENING * sigma,
+        unet_depth=REFERENCE_DEPTH,
+        train_steps=REFERENCE_STEPS,
     )
     source = prepare_volume(noisy, config)
     norm, fill = source.normalisation, source.fill
