@@ -18,8 +18,8 @@ from .noise_model import (
     SpectralFit,
     SpectralNoise,
     fit_spectrum,
+    held_out_fidelity,
     iter_fit_gan,
-    noise_fidelity,
     sample_patches,
 )
 from .noise_patches import NoisePatches, extract_noise_patches
@@ -68,7 +68,7 @@ def _automatic_fidelity(
     real = centred_crop(held_out, size)
     fitted, _ = fit_checked_spectrum(found.patches, real, config.separable_cap, config.seed)
     model = SpectralNoise(torch.from_numpy(fitted.kernel)).to(generator.device)
-    return noise_fidelity(sample_patches(model, len(real) * 4, size, generator), real)
+    return held_out_fidelity(model, real, generator)
 
 
 # The automatic cap takes what the patches hold beyond a noise separable along the tilt
@@ -93,10 +93,8 @@ def fit_checked_spectrum(
 
     def error(fit: SpectralFit) -> float:
         model = SpectralNoise(torch.from_numpy(fit.kernel))
-        drawn = sample_patches(
-            model, len(held_out) * 4, held_out.shape[1], torch.Generator().manual_seed(seed)
-        )
-        return noise_fidelity(drawn, held_out)["log_psd_error"]
+        drawn_with = torch.Generator().manual_seed(seed)
+        return held_out_fidelity(model, held_out, drawn_with)["log_psd_error"]
 
     capped_error, plain_error = error(fitted), error(plain)
     if capped_error <= CAP_FIT_TOLERANCE * plain_error:
@@ -146,11 +144,7 @@ def iter_learn_noise_from(
     if spectral.tilt_axis or refused:
         note = _cap_note(spectral, sources[0]) if spectral.tilt_axis else refused
         patches = replace(patches, note=f"{patches.note}; {note}")
-    fidelity = {
-        "spectral": noise_fidelity(
-            sample_patches(model, len(held_out) * 4, size, generator), held_out
-        )
-    }
+    fidelity = {"spectral": held_out_fidelity(model, held_out, generator)}
     if any(source.has_background for source in sources):
         automatic = _automatic_fidelity(sources, config, held_out, generator)
         if automatic is not None:

@@ -320,6 +320,15 @@ def sample_patches(
     return out - out.mean(axis=(1, 2, 3), keepdims=True)
 
 
+def held_out_fidelity(
+    model: SpectralNoise, held_out: np.ndarray, generator: torch.Generator
+) -> dict[str, float]:
+    """``noise_fidelity`` of ``model`` against held-out patches: four drawn per real one,
+    of their size, so the generated side adds little scatter of its own."""
+    drawn = sample_patches(model, len(held_out) * 4, held_out.shape[1], generator)
+    return noise_fidelity(drawn, held_out)
+
+
 @torch.no_grad()
 def calibrate_gain(model: GANNoiseGenerator, real_variance: float, generator: torch.Generator):
     """Rescale the generator so its output variance equals the real noise variance exactly."""
@@ -353,7 +362,7 @@ def iter_fit_gan(
 
     def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         calibrate_gain(gen, real_variance, generator)
-        fid = noise_fidelity(sample_patches(gen, len(held_out) * 4, size, generator), held_out)
+        fid = held_out_fidelity(gen, held_out, generator)
         return {k: v.detach().clone() for k, v in gen.state_dict().items()}, fid
 
     best_state, best_fid = snapshot()
