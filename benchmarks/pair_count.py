@@ -1,13 +1,15 @@
 """Can the self-supervised validation choose how many averaged ±noise pairs inference uses?
 
-For each suite case the fast preset is fitted once (as ``nmsg denoise`` runs it); its network
-is then applied with 0 (one pass), 1, 2 and 4 averaged pairs, and each variant gets its true
-PSNR (against the noiseless reconstruction) and its Stein estimate on the held-out rows (the
-figure the pipeline judges results by). Writes ``pair_count.{json,md,png}`` to
-``--out``, appending cases as they finish; a rerun into the same ``--out`` skips the cases it
-holds, and ``--render`` only redraws the table and plot from the saved JSON::
+For each suite case a preset (``--preset``, default fast) is fitted once (as ``nmsg denoise``
+runs it); its network is then applied with each of ``--pairs`` averaged pairs (default 0, i.e.
+one pass, 1, 2 and 4), and each variant gets its true PSNR (against the noiseless
+reconstruction) and its Stein estimate on the held-out rows (the figure the pipeline judges
+results by). Writes ``pair_count.{json,md,png}`` to ``--out``, appending cases as they
+finish; a rerun into the same ``--out`` skips the cases it holds, and ``--render`` only
+redraws the table and plot from the saved JSON::
 
     python benchmarks/pair_count.py --out benchmarks/results/pair-count
+    python benchmarks/pair_count.py --preset quality --pairs 4,8,16 --cases thickness-y
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from _common import (
 from _suite_cases import CASES, scored, simulate_case
 from _table import Column, render_table
 
-PAIRS = (0, 1, 2, 4)
+PAIRS = "0,1,2,4"
+LEGACY = {"preset": "fast", "pairs": PAIRS, "reference": "2"}  # reports without these keys
 
 
-def run_case(name: str, seed: int) -> dict[str, Any]:
+def run_case(name: str, seed: int, preset: str, pairs: list[int]) -> dict[str, Any]:
     from dataclasses import replace
 
     import torch
@@ -50,7 +53,7 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
 
     data = simulate_case(name, seed)
     noisy, truth = data["noisy"], scored(data, data["target"])
-    config = NMSGConfig.preset("fast", seed=seed)
+    config = NMSGConfig.preset(preset, seed=seed)
     t0 = time.perf_counter()
     model = run_events(iter_run(noisy, config)).model
     fit_s = time.perf_counter() - t0
@@ -66,14 +69,14 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
     )
     sigma, gaussian_risk = validation.best_gaussian_for_input()
     variants = {}
-    for pairs in PAIRS:
-        variant = model.config.replace(inference_pairs=pairs)
+    for count in pairs:
+        variant = model.config.replace(inference_pairs=count)
         t = time.perf_counter()
         out = denoise(noisy, replace(model, config=variant))
         seconds = time.perf_counter() - t
         estimate = validated_estimator(model.denoiser, noise, variant, validation.shape, device)
         risk = validation.risk(estimate)
-        variants[str(pairs)] = {
+        variants[str(count)] = {
             "psnr": psnr(scored(data, out), truth),
             "denoise_s": seconds,
             "risk": risk,
@@ -92,7 +95,15 @@ def _choice(case: dict[str, Any], key: str, best: str) -> str:
     return (max if best == "max" else min)(values, key=values.get)
 
 
+def _settings(report: dict[str, Any]) -> tuple[str, list[str], str]:
+    """(preset, pair counts, the one the others are compared with)."""
+    held = {**LEGACY, **report}
+    return held["preset"], held["pairs"].split(","), held["reference"]
+
+
 def render(report: dict[str, Any]) -> str:
+    preset, pairs, reference = _settings(report)
+
     def cell(pairs: str):
         def value(case: dict[str, Any]) -> str:
             v = case["variants"][pairs]
@@ -104,20 +115,21 @@ def render(report: dict[str, Any]) -> str:
         pick = _choice(case, "risk", "min")
         true_best = _choice(case, "psnr", "max")
         v = case["variants"]
-        return f"{pick} ({v[pick]['psnr'] - v['2']['psnr']:+.2f}); true best {true_best}"
+        gain = v[pick]["psnr"] - v[reference]["psnr"]
+        return f"{pick} ({gain:+.2f}); true best {true_best}"
 
     columns = [
         Column("case", lambda c: c["name"]),
-        *(cell(str(p)) for p in PAIRS),
-        Column("lowest estimated risk (PSNR vs 2 pairs)", chosen),
+        *(cell(p) for p in pairs),
+        Column(f"lowest estimated risk (PSNR vs {reference} pairs)", chosen),
     ]
     cases = [{"name": n, **c} for n, c in report["cases"].items()]
     return "\n\n".join(
         [
             "# Averaged pairs at inference: true PSNR against the self-supervised estimate",
             machine_markdown(report["machine"]),
-            f"Command: `{report['command']}` (seed {report['seed']}). One fast-preset fit per "
-            "case; the same network applied with each pair count. Estimated gain: Stein "
+            f"Command: `{report['command']}` (seed {report['seed']}). One {preset}-preset fit "
+            "per case; the same network applied with each pair count. Estimated gain: Stein "
             "estimate on the held-out rows, dB against the best Gaussian for the input.",
             render_table(cases, columns),
         ]
@@ -125,7 +137,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """True and estimated PSNR change against 2 pairs, per case and pair count."""
+    """True and estimated PSNR change against the reference pair count, per case and count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +145,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import numpy as np
 
     names = [n for n, c in report["cases"].items() if not c["fell_back"]]
-    others = [str(p) for p in PAIRS if p != 2]
+    _, pairs, reference = _settings(report)
+    others = [p for p in pairs if p != reference]
     x = np.arange(len(names))
     width = 0.8 / len(others)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
@@ -143,13 +156,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for i, pairs in enumerate(others):
             diff = [
                 report["cases"][n]["variants"][pairs][key]
-                - report["cases"][n]["variants"]["2"][key]
+                - report["cases"][n]["variants"][reference][key]
                 for n in names
             ]
             ax.bar(x + (i - (len(others) - 1) / 2) * width, diff, width, label=f"{pairs} pairs")
         ax.axhline(0.0, color="0.3", lw=0.8)
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
-        ax.set_title(f"{title}: dB against 2 pairs")
+        ax.set_title(f"{title}: dB against {reference} pairs")
     axes[0].set_ylabel("dB")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
@@ -158,9 +171,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_nmsg.engine.config import PRESETS, NMSGConfig
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="fast")
+    p.add_argument("--pairs", default=PAIRS, help="comma-separated pair counts to apply")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "pair-count")
     p.add_argument("--render", action="store_true", help="only redraw from the saved JSON")
     args = p.parse_args(argv)
@@ -172,16 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/pair_count.py " + " ".join(argv or sys.argv[1:])
     report: dict[str, Any] = {"cases": {}}
     if json_path.exists():  # a partial run goes on: its cases are kept, not run again
-        report = json.loads(json_path.read_text())
+        report = {**LEGACY, **json.loads(json_path.read_text())}
         command = f"{report['command']}; then {command}"
     report["machine"] = machine_for(report, p.error)
     report["seed"] = seed_for(report, args.seed, p.error)
     report["command"] = command
+    settings = {
+        "preset": args.preset,
+        "pairs": args.pairs,
+        "reference": str(NMSGConfig.preset(args.preset).inference_pairs),
+    }
+    for key, value in settings.items():  # one report holds one preset and pair list
+        if report.setdefault(key, value) != value:
+            p.error(f"{args.out} holds --{key} {report[key]}, not {value}")
     start = time.perf_counter()
     for name in args.cases.split(","):
         if name in report["cases"]:
             continue
-        report["cases"][name] = run_case(name, args.seed)
+        counts = [int(c) for c in args.pairs.split(",")]
+        report["cases"][name] = run_case(name, args.seed, args.preset, counts)
         log(f"{name}: {report['cases'][name]}", start)
         write_report(args.out, "pair_count", report, render, plot)
     return 0
