@@ -104,12 +104,12 @@ def _settings(report: dict[str, Any]) -> tuple[str, list[str], str]:
 def render(report: dict[str, Any]) -> str:
     preset, pairs, reference = _settings(report)
 
-    def cell(pairs: str):
+    def cell(count: str):
         def value(case: dict[str, Any]) -> str:
-            v = case["variants"][pairs]
+            v = case["variants"][count]
             return f"{v['psnr']:.2f} / {v['estimated_gain_db']:+.2f} ({v['denoise_s']:.0f} s)"
 
-        return Column(f"{pairs} pairs: PSNR / est. (time)", value)
+        return Column(f"{count} pairs: PSNR / est. (time)", value)
 
     def chosen(case: dict[str, Any]) -> str:
         pick = _choice(case, "risk", "min")
@@ -199,14 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": args.pairs,
         "reference": str(NMSGConfig.preset(args.preset).inference_pairs),
     }
+    counts = [int(c) for c in args.pairs.split(",")]
+    if int(settings["reference"]) not in counts:
+        p.error(f"--pairs must include the {args.preset} preset's own {settings['reference']}")
     for key, value in settings.items():  # one report holds one preset and pair list
         if report.setdefault(key, value) != value:
-            p.error(f"{args.out} holds --{key} {report[key]}, not {value}")
+            p.error(f"{args.out} holds a report with {key} {report[key]}, not {value}")
     start = time.perf_counter()
     for name in args.cases.split(","):
         if name in report["cases"]:
             continue
-        counts = [int(c) for c in args.pairs.split(",")]
         report["cases"][name] = run_case(name, args.seed, args.preset, counts)
         log(f"{name}: {report['cases'][name]}", start)
         write_report(args.out, "pair_count", report, render, plot)
