@@ -153,13 +153,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax, key, title in zip(
         axes, ("psnr", "estimated_gain_db"), ("true", "estimated (Stein)"), strict=True
     ):
-        for i, pairs in enumerate(others):
+        for i, count in enumerate(others):
             diff = [
-                report["cases"][n]["variants"][pairs][key]
+                report["cases"][n]["variants"][count][key]
                 - report["cases"][n]["variants"][reference][key]
                 for n in names
             ]
-            ax.bar(x + (i - (len(others) - 1) / 2) * width, diff, width, label=f"{pairs} pairs")
+            ax.bar(x + (i - (len(others) - 1) / 2) * width, diff, width, label=f"{count} pairs")
         ax.axhline(0.0, color="0.3", lw=0.8)
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
         ax.set_title(f"{title}: dB against {reference} pairs")
@@ -194,14 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"] = machine_for(report, p.error)
     report["seed"] = seed_for(report, args.seed, p.error)
     report["command"] = command
-    settings = {
-        "preset": args.preset,
-        "pairs": args.pairs,
-        "reference": str(NMSGConfig.preset(args.preset).inference_pairs),
-    }
+    own = NMSGConfig.preset(args.preset).inference_pairs
     counts = [int(c) for c in args.pairs.split(",")]
-    if int(settings["reference"]) not in counts:
-        p.error(f"--pairs must include the {args.preset} preset's own {settings['reference']}")
+    if own not in counts:
+        p.error(f"--pairs must include the {args.preset} preset's own {own}")
+    settings = {"preset": args.preset, "pairs": args.pairs, "reference": str(own)}
     for key, value in settings.items():  # one report holds one preset and pair list
         if report.setdefault(key, value) != value:
             p.error(f"{args.out} holds a report with {key} {report[key]}, not {value}")
