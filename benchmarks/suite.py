@@ -57,9 +57,10 @@ from _table import Column, render_table
 
 # independent true-noise realisations the perfect-noise reference (r2r-true) samples from
 TRUE_NOISE_REALISATIONS = 4
-# the references' U-Net depth and steps: the fast preset's when their rows were made (it has
-# one level and 1600 steps since), so that they stay comparable with the rows on record
-REFERENCE_DEPTH, REFERENCE_STEPS = 2, 2400
+# the references' U-Net depth, steps and skips: the fast preset's when their rows were made
+# (it has one level, 1600 steps and an additive skip since), so that they stay comparable
+# with the rows on record
+REFERENCE_DEPTH, REFERENCE_STEPS, REFERENCE_ADDITIVE_SKIPS = 2, 2400, False
 
 if TYPE_CHECKING:
     import torch
@@ -184,8 +185,9 @@ def run_reference(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Noise2Noise on the even/odd halves, supervised on the truth, or Recorrupted-to-
     Recorrupted with the true noise, with the fast preset's crops and its U-Net and
-    steps as they were when these rows were made (depth 2, width 8, 2400 steps;
-    ``REFERENCE_DEPTH``, ``REFERENCE_STEPS``),
+    steps as they were when these rows were made (depth 2, width 8, 2400 steps,
+    concatenating skips; ``REFERENCE_DEPTH``, ``REFERENCE_STEPS``,
+    ``REFERENCE_ADDITIVE_SKIPS``),
     and the same Gaussian base (the one best for its input, widened as in the pipeline).
 
     N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on.
@@ -216,6 +218,7 @@ def run_reference(
         base_sigma=BASE_WIDENING * sigma,
         unet_depth=REFERENCE_DEPTH,
         train_steps=REFERENCE_STEPS,
+        additive_skips=REFERENCE_ADDITIVE_SKIPS,
     )
     source = prepare_volume(noisy, config)
     norm, fill = source.normalisation, source.fill

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,32 @@ def test_save_load_round_trip_gives_identical_output(tmp_path, small_tomogram, t
     assert loaded.config == model.config and loaded.noise_model.kind == "gan"
     np.testing.assert_array_equal(
         denoise(small_tomogram.noisy, loaded), denoise(small_tomogram.noisy, model)
+    )
+
+
+def test_additive_skips_round_trip_and_older_models_load_concatenating(
+    tmp_path, small_tomogram, tiny_config
+):
+    config = tiny_config.replace(noise_model="spectral")
+    additive = fit_denoiser(small_tomogram.noisy, config.replace(additive_skips=True))
+    merge_inputs = additive.denoiser.merge[0][0].in_channels
+    assert merge_inputs == config.unet_width  # the sum, not the concatenation
+    loaded = load_model(save_model(additive, tmp_path / "additive.pt"))
+    assert loaded.denoiser.additive_skips and loaded.config.additive_skips
+    np.testing.assert_array_equal(
+        denoise(small_tomogram.noisy, loaded), denoise(small_tomogram.noisy, additive)
+    )
+    # a model saved before the setting existed: no such key in its U-Net or its settings
+    concatenating = fit_denoiser(small_tomogram.noisy, config)
+    payload = torch.load(save_model(concatenating, tmp_path / "c.pt"), weights_only=True)
+    meta = json.loads(payload["meta"])
+    del meta["unet_args"]["additive_skips"], meta["config"]["additive_skips"]
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, tmp_path / "older.pt")
+    older = load_model(tmp_path / "older.pt")
+    assert older.denoiser.merge[0][0].in_channels == 2 * config.unet_width
+    np.testing.assert_array_equal(
+        denoise(small_tomogram.noisy, older), denoise(small_tomogram.noisy, concatenating)
     )
 
 

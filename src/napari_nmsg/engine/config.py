@@ -193,6 +193,12 @@ class TrainingSettings:
         help="fold 2³ voxels into channels first",
         **_NO_FRONT_END,
     )
+    additive_skips: bool = option(
+        False,
+        label="Additive skips",
+        help="add the U-Net's skip connections instead of concatenating them",
+        **_NO_FRONT_END,
+    )
     base_sigma: float | None = option(
         None,
         label="Base Gaussian σ",
@@ -473,9 +479,13 @@ class NMSGConfig(
 # 0.05 and 0.04 dB, for means 0.17 dB lower and 0.01 higher, in 18 % less time; three
 # levels were worse on both (benchmarks/results/seed-variants). It trains 1600 steps, not
 # 2400: over the same seeds that cost 0.06 and 0.10 dB on average for 27 % less time, toward
-# the 3 minutes on CPUs without AVX-512, where a training step takes 2-3x as long.
+# the 3 minutes on CPUs without AVX-512, where a training step takes 2-3x as long. Its skip
+# connection adds instead of concatenating: the same PSNR over those seeds (+0.02 and +0.01
+# dB on average; -0.05 to +0.10 on the other eleven suite cases, one seed each), with a
+# training step 20 % shorter (24 % with oneDNN capped at AVX2) and a 128³ run 5-11 %
+# shorter (benchmarks/results/additive-skips).
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"unet_depth": 1, "train_steps": 1600, "inference_pairs": 4},
+    "fast": {"unet_depth": 1, "train_steps": 1600, "inference_pairs": 4, "additive_skips": True},
     "balanced": {
         "unet_width": 16, "train_steps": 2000, "gan_steps": 150, "crop": 40, "inference_pairs": 2,
     },

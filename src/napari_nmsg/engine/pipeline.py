@@ -27,7 +27,7 @@ from .noise_learning import iter_learn_noise_from
 from .predictor import estimator, make_predictor, validated_estimator
 from .previews import PreviewBudget, PreviewPosition, iter_previews
 from .tiling import iter_predict_tiled
-from .train import iter_train, mixed_pairs, noise_model_pairs
+from .train import iter_train, mixed_pairs, noise_model_pairs, unet_for
 from .unet import UNet3D
 from .validation import QualityEstimate, RecorruptedValidation, held_out_rows
 from .volume import (
@@ -192,7 +192,7 @@ def _judge(
     if fell_back:  # an untrained network with a Gaussian base is exactly that Gaussian;
         # r2r applies it without a correction (averaged ±z pairs of a linear filter cancel)
         config = config.replace(base_sigma=gaussian_sigma, pairing="r2r")
-        net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, config.base_sigma)
+        net = unet_for(config, config.base_sigma)
         estimate = estimator(net.to(device), config)
     result_risk = gaussian_risk if fell_back else net_risk
     quality = QualityEstimate(

@@ -48,6 +48,17 @@ VALIDATE_FROM = 2 / 3
 _REDRAWS = 10
 
 
+def unet_for(config: NMSGConfig, base_sigma: float) -> UNet3D:
+    """The untrained U-Net ``config`` describes, correcting a Gaussian of ``base_sigma``."""
+    return UNet3D(
+        config.unet_depth,
+        config.unet_width,
+        config.space_to_depth,
+        base_sigma,
+        additive_skips=config.additive_skips,
+    )
+
+
 def crop_shape(shape: tuple[int, ...], crop: int, multiple: int) -> tuple[int, int, int]:
     """The training crop: ``crop`` per axis, shrunk to fit a small volume."""
     return tuple(min(crop, (s // multiple) * multiple) for s in shape)
@@ -233,7 +244,7 @@ def iter_train(
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     base = config.base_sigma or 0.0  # None (chosen by validation) is resolved by callers
-    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, base)
+    net = unet_for(config, base)
     net = net.to(device, memory_format=conv_memory_format(device, training=True))
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)

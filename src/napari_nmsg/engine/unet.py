@@ -61,6 +61,10 @@ class UNet3D(nn.Module):
     cryo-ET signal is band-limited well below Nyquist, so little is lost.
     Spatial sizes must be multiples of ``multiple``.
 
+    With ``additive_skips`` a decoder level adds the upsampled features to the encoder's
+    instead of concatenating them, so its first convolution reads half the channels: at
+    width 8 that convolution is the costliest of the network.
+
     ``base_sigma`` > 0 adds the correction to the input blurred by that Gaussian instead of
     to the input itself: at cryo-ET SNR the best estimate is far closer to a smoothed input
     than to the input, so training starts from a good filter and only has to learn where to
@@ -73,9 +77,11 @@ class UNet3D(nn.Module):
         width: int = 16,
         space_to_depth: bool = False,
         base_sigma: float = 0.0,
+        additive_skips: bool = False,
     ):
         super().__init__()
         self.depth, self.width, self.fold = depth, width, space_to_depth
+        self.additive_skips = additive_skips
         self.base_sigma = float(base_sigma)
         taps = gaussian_kernel(self.base_sigma) if self.base_sigma > 0 else torch.ones(1)
         self.register_buffer("base_taps", taps, persistent=False)
@@ -88,7 +94,10 @@ class UNet3D(nn.Module):
         self.up = nn.ModuleList(
             [nn.ConvTranspose3d(channels[i + 1], channels[i], 2, stride=2) for i in range(depth)]
         )
-        self.merge = nn.ModuleList([_block(2 * channels[i], channels[i]) for i in range(depth)])
+        merged = 1 if additive_skips else 2  # channels into a merge: sum or concatenation
+        self.merge = nn.ModuleList(
+            [_block(merged * channels[i], channels[i]) for i in range(depth)]
+        )
         self.head = nn.Conv3d(channels[0], io_channels, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -104,6 +113,7 @@ class UNet3D(nn.Module):
             "width": self.width,
             "space_to_depth": self.fold,
             "base_sigma": self.base_sigma,
+            "additive_skips": self.additive_skips,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +125,8 @@ class UNet3D(nn.Module):
             h = self.pool(h)
         h = self.bottom(h)
         for i in reversed(range(self.depth)):
-            h = self.merge[i](torch.cat([self.up[i](h), skips[i]], dim=1))
+            up, skip = self.up[i](h), skips[i]
+            h = self.merge[i](up + skip if self.additive_skips else torch.cat([up, skip], 1))
         residual = self.head(h)
         # the base in full precision under autocast (which inference uses on CPU and CUDA
         # only; torch < 2.5 knows no other device's): only the correction may be rounded
