@@ -7,9 +7,9 @@ an end-to-end check. Needs a display; on a headless machine::
     xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python docs/make_screenshot.py
 
 With the defaults (the fast preset as shipped: one U-Net level with an additive skip, 1600
-steps) Learn noise and Denoise took 0.7 s and 79 s on a 2-core AMD EPYC under Xvfb. ``benchmarks/widget_speed.py`` times
-the same Denoise opened from an MRC file against the engine alone (1.08-1.14x with the
-two-level U-Net of then).
+steps) Learn noise and Denoise took 0.7 s and 79 s on a 2-core AMD EPYC under Xvfb.
+``benchmarks/widget_speed.py`` times the same Denoise opened from an MRC file against the
+engine alone (1.08-1.14x with the two-level U-Net of then).
 """
 
 from __future__ import annotations
