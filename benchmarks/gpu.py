@@ -240,10 +240,10 @@ def preset_network(preset: str):
     """The preset's U-Net with a Gaussian base and a non-zero head (a fresh one's head is
     zero, which would hide the precision error of the correction)."""
     from napari_nmsg.engine import NMSGConfig
-    from napari_nmsg.engine.unet import UNet3D
+    from napari_nmsg.engine.train import unet_for
 
     config = NMSGConfig.preset(preset)
-    net = UNet3D(config.unet_depth, config.unet_width, config.space_to_depth, 2.0)
+    net = unet_for(config, 2.0)
     net.head.reset_parameters()
     return net.eval().requires_grad_(False)
 
