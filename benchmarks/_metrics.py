@@ -44,18 +44,17 @@ def seam_check(
     on layers 2–4 voxels away on either side, so slow trends (specimen slab vs empty ice)
     cancel. A ratio of about 1 means no seam; above 1, borders are worse.
     """
-    from napari_nmsg.engine.tiling import tile_sizes, tile_starts
+    from napari_nmsg.engine.tiling import tile_grid
     from napari_nmsg.metrics import affine_fit
 
     error = np.abs(affine_fit(estimate, target) - target)
     error = np.moveaxis(error, axis, 0)
-    sizes = tile_sizes(error.shape, tile, multiple)
+    grid = tile_grid(error.shape, tile, overlap, multiple)
     border_sum = beside_sum = 0.0
     border_n = beside_n = 0
     per_axis = {}
-    for ax, (length, size) in enumerate(zip(error.shape, sizes, strict=True)):
-        ov = min(overlap, size // 2)
-        starts = tile_starts(length, size, ov)
+    for ax, (length, axis) in enumerate(zip(error.shape, grid, strict=True)):
+        size, starts = axis.size, axis.starts
         planes = sorted(
             {s for s in starts if s > 0} | {s + size for s in starts if s + size < length}
         )

@@ -87,20 +87,13 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
     """
     from napari_nmsg.engine import iter_denoise, resolve_device, run_events
     from napari_nmsg.engine.device import tile_batch_for
-    from napari_nmsg.engine.tiling import tile_sizes, tile_starts
+    from napari_nmsg.engine.tiling import tile_grid
     from napari_nmsg.metrics import psnr
 
     config = model.config.replace(**changes)
     shape = volume.shape
-    sizes = tile_sizes(shape, config.tile, model.denoiser.multiple)
-    tiles = int(
-        np.prod(
-            [
-                len(tile_starts(n, t, min(config.overlap, t // 2)))
-                for n, t in zip(shape, sizes, strict=True)
-            ]
-        )
-    )
+    grid = tile_grid(shape, config.tile, config.overlap, model.denoiser.multiple)
+    tiles = int(np.prod([len(axis.starts) for axis in grid]))
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     run_events(iter_denoise(volume, model, config=config))  # cold: first use of these shapes
@@ -119,7 +112,7 @@ def timed_inference(volume, model, target=None, **changes) -> dict[str, Any]:
         "overlap": config.overlap,
         "tile_batch": tile_batch_for(resolve_device(config.device), config.tile_batch),
         "tiles": tiles,
-        "processed_voxel_factor": tiles * int(np.prod(sizes)) / volume.size,
+        "processed_voxel_factor": tiles * int(np.prod([axis.size for axis in grid])) / volume.size,
         "seconds": seconds,
         "cold_seconds": cold,
         "mvox_per_s": volume.size / seconds / 1e6,

@@ -13,7 +13,7 @@ from napari_nmsg.engine.device import (
 )
 from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.symmetry import apply_symmetry, inplane_symmetry, undo_symmetry
-from napari_nmsg.engine.tiling import blend_window, iter_predict_tiled, tile_starts
+from napari_nmsg.engine.tiling import blend_window, iter_predict_tiled, tile_grid, tile_starts
 from napari_nmsg.engine.unet import UNet3D
 from napari_nmsg.engine.volume import NormalisedVolume, fit_normalisation
 
@@ -26,6 +26,29 @@ def test_tile_starts_cover_the_axis(length, tile, overlap):
         covered[s : s + tile] = True
     assert covered.all() and starts[0] == 0
     assert max(starts) + min(tile, length) == length or length < tile
+
+
+@pytest.mark.parametrize("length", [8, 37, 64, 65, 100, 128, 129, 400, 1440])
+@pytest.mark.parametrize("multiple", [1, 2, 4])
+def test_tile_grid_covers_each_axis_with_as_few_tiles_no_larger(length, multiple):
+    (axis,) = tile_grid((length,), 64, 16, multiple)
+    covered = np.zeros(length, bool)
+    for s in axis.starts:
+        covered[s : s + axis.size] = True
+    assert covered.all()
+    assert axis.size % multiple == 0 and axis.size <= max(64, -(-length // multiple) * multiple)
+    assert len(axis.starts) == len(tile_starts(length, min(64, length), 16))
+    assert axis.overlap == min(16, axis.size // 2)
+    # a tile one multiple smaller would need another tile
+    if len(axis.starts) > 1:
+        smaller = axis.size - multiple
+        assert len(tile_starts(length, smaller, min(16, smaller // 2))) > len(axis.starts)
+
+
+def test_tile_grid_shrinks_tiles_that_overshoot_the_volume():
+    """128 voxels in 64-voxel tiles overlapping by 16 take three tiles; 56 voxels do too."""
+    grid = tile_grid((128, 128, 128), 64, 16, 4)
+    assert [(a.size, a.starts) for a in grid] == [(56, [0, 40, 72])] * 3
 
 
 def test_blend_window_ramps_and_never_vanishes():

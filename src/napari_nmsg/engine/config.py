@@ -339,7 +339,7 @@ class InferenceSettings:
         64,
         label="Tile size",
         unit="voxels",
-        help="inference tile edge",
+        help="largest inference tile edge (tiles shrink where as many smaller ones cover an axis)",
         minimum=16,
         maximum=1024,
         step=16,
