@@ -176,3 +176,23 @@ def test_over_smoothing_is_flagged(validation):
     assert not valid.over_smoothed(lambda x: x)  # nothing removed
     assert not valid.over_smoothed(lambda x: gaussian_blur(x, gaussian_kernel(1.0)))
     assert valid.over_smoothed(lambda x: gaussian_blur(x, gaussian_kernel(8.0)))
+
+
+def test_the_recorrupted_loss_predicts_both_copies_in_one_batch(validation):
+    """As inference does with its pairs (see ``average_over_pairs``), and with the loss of
+    one copy at a time."""
+    _, valid = validation
+    taps = gaussian_kernel(1.5)
+    batches = []
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        batches.append(len(x))
+        return gaussian_blur(x, taps)
+
+    loss = valid.loss(blur)
+    each = [
+        float(((gaussian_blur(x[None], taps) - t[None])[valid.scored] ** 2).mean())
+        for x, t in zip(valid.inputs, valid.targets, strict=True)
+    ]
+    assert batches == [2]
+    assert loss == pytest.approx(np.mean(each), rel=1e-5)

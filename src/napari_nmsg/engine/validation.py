@@ -159,9 +159,10 @@ class RecorruptedValidation:
         return tuple(self.noisy.shape[-3:])
 
     def loss(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        """Mean squared difference of ``predict(y ± αz)`` from ``y ∓ z/α`` on scored rows."""
+        """Mean squared difference of ``predict(y ± αz)`` from ``y ∓ z/α`` on scored rows
+        (both copies in one batch: see ``average_over_pairs``)."""
         with torch.no_grad():
-            out = torch.cat([predict(x[None]) for x in self.inputs])
+            out = predict(self.inputs)
         return float(((out - self.targets)[self.scored] ** 2).mean())
 
     def risk(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> float:
