@@ -43,7 +43,9 @@ def test_the_denoised_layer_is_a_scratch_file_deleted_with_its_layer(qtbot, dock
         == type(first)(os.environ["NAPARI_NMSG_SCRATCH"])
     )
     expected = run_events(iter_denoise(layer.data, widget.session.model))
-    np.testing.assert_array_equal(np.asarray(output.data), expected)
+    # to rounding: oneDNN's sums depend on the thread count of the thread that runs them,
+    # and the widget's pooled worker thread may keep another one than this test's
+    np.testing.assert_allclose(np.asarray(output.data), expected, rtol=0, atol=1e-6)
 
     _denoise(qtbot, widget)  # a new run gets a new file; the old one goes
     second = widget.session.scratch.path_of(output.data)
