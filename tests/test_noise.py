@@ -40,9 +40,12 @@ def test_patch_size_falls_back_when_the_volume_is_small():
     assert "retrying" in found.note
 
 
-def test_fft_conv3d_matches_torch_conv3d():
+@pytest.mark.parametrize("shape", [(12, 13, 14), (17, 19, 23)])
+def test_fft_conv3d_matches_torch_conv3d(shape):
+    """Also where the transforms are padded to faster lengths (13, 14, 17, 19, 23): the
+    circular wrap-around must stay out of the valid part."""
     gen = torch.Generator().manual_seed(0)
-    white = torch.randn((2, 1, 12, 13, 14), generator=gen)
+    white = torch.randn((2, 1, *shape), generator=gen)
     kernel = torch.randn((5, 5, 5), generator=gen)
     expected = torch.nn.functional.conv3d(white, kernel[None, None])
     torch.testing.assert_close(fft_conv3d(white, kernel), expected, atol=1e-4, rtol=1e-4)
