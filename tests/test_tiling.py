@@ -273,8 +273,7 @@ def test_a_single_windows_pair_goes_through_the_network_as_one_batch(windows, ba
     convolution of batch 1 can fall to PyTorch's slow reference kernel); a batch of tiles
     goes one sign at a time. Either way it is the mean of one window and sign at a time."""
     net = _random_model(4).denoiser
-    x = torch.from_numpy(np.random.default_rng(4).normal(size=(windows, 1, 8, 16, 24)))
-    x = x.float()
+    x = torch.from_numpy(np.random.default_rng(4).normal(size=(windows, 1, 8, 16, 24)).astype("f4"))
     draws = [0.3 * torch.randn_like(x[:1]) for _ in range(3)]
     seen = []
 

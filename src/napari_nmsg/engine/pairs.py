@@ -38,11 +38,11 @@ def average_over_pairs(
     first-order noise term). Pair k is predicted under the k-th in-plane symmetry, so the
     network's own errors average out too.
 
-    A single window (the validation's) sends both signs as one batch: PyTorch runs a
-    float32 CPU convolution of batch 1 with its slow reference kernel instead of oneDNN
-    where batch × channels × depth × height is at most 20480, which made a 64 × 32 × 128
-    window 4× slower per voxel than a 96 × 32 × 128 one. Batches of tiles go one sign at
-    a time: doubling them made 128³ inference 5-55 % slower on a 2-core CPU."""
+    A single window (the validation's, or a lone tile) sends both signs as one batch:
+    PyTorch runs a float32 CPU convolution of batch 1 with its slow reference kernel
+    instead of oneDNN where batch × channels × depth × height is at most 20480, which made
+    a 64 × 32 × 128 window 4× slower per voxel than a 96 × 32 × 128 one. Batches of tiles
+    go one sign at a time: doubling them made 128³ inference 5-55 % slower on a 2-core CPU."""
     square = x.shape[-1] == x.shape[-2]
     total = torch.zeros_like(x)
     for k, z in enumerate(draws):
