@@ -250,8 +250,8 @@ def test_antithetic_pairs_cancel_the_added_noise_for_a_linear_network():
 def test_averaged_pairs_do_not_depend_on_how_tiles_are_batched():
     """Each tile's recorrupting noise comes from its place: a larger tile batch (or a retry
     with a smaller one after the GPU ran out of memory) gives the same voxels, up to the
-    rounding of convolutions batched differently (a single tile's ± copies share a batch),
-    far less than other draws change them."""
+    rounding of convolutions batched differently (a single tile's ± copies share a batch;
+    up to 2e-5 on an AMX Xeon), far less than other draws change them."""
     raw = np.random.default_rng(9).normal(size=(16, 40, 40)).astype(np.float32)
     base = _random_model()
     model = dataclasses.replace(base, config=base.config.replace(inference_pairs=2),
@@ -261,8 +261,8 @@ def test_averaged_pairs_do_not_depend_on_how_tiles_are_batched():
         for n in (1, 3, 8)
     ]
     assert not np.array_equal(outputs[0], run_events(iter_denoise(raw, base)))  # pairs differ
-    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
-    np.testing.assert_allclose(outputs[0], outputs[2], atol=1e-5)
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
+    np.testing.assert_allclose(outputs[0], outputs[2], atol=1e-4)
     reseeded = dataclasses.replace(model, config=model.config.replace(seed=1))
     assert np.abs(run_events(iter_denoise(raw, reseeded)) - outputs[0]).max() > 1e-3
 
