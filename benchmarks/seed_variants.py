@@ -1,10 +1,10 @@
-"""A change to the fast preset, measured against its own training-seed spread.
+"""A change to a preset, measured against its own training-seed spread.
 
 One run of a preset is a single draw: on the same data another training seed moves its PSNR
 by a few tenths of a dB, as much as most changes worth trying. So each case (its data
-fixed at seed 0) is fitted and denoised with every training seed and every variant of the
-fast preset (``NAME:FIELD=VALUE,...``, fields of ``NMSGConfig``), otherwise as
-``nmsg denoise`` runs it, one run at a time in one process::
+fixed at seed 0) is fitted and denoised with every training seed and every variant of a
+preset (``--preset``, default fast; ``NAME:FIELD=VALUE,...``, fields of ``NMSGConfig``),
+otherwise as ``nmsg denoise`` runs it, one run at a time in one process::
 
     python benchmarks/seed_variants.py --out benchmarks/results/step-budget \\
         --variants "1600 steps:train_steps=1600" "2400 steps:train_steps=2400"
@@ -33,7 +33,7 @@ from _table import Column, render_table
 
 DATA_SEED = 0
 REPORT = "seed_variants"
-TITLE = "A fast-preset change against its training-seed spread"
+TITLE = "A preset change against its training-seed spread"
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -46,13 +46,15 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), overrides
 
 
-def run_one(data: dict[str, Any], seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def run_one(
+    data: dict[str, Any], preset: str, seed: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
     from napari_nmsg import denoise
     from napari_nmsg.engine import NMSGConfig, Progress, iter_run, run_events
     from napari_nmsg.metrics import psnr
 
     noisy = data["noisy"]
-    config = NMSGConfig.preset("fast", seed=seed, **overrides)
+    config = NMSGConfig.preset(preset, seed=seed, **overrides)
     scores: dict[int, float] = {}  # the weight average's validation loss by training step
     rollbacks = [0.0]
 
@@ -127,7 +129,8 @@ def render(report: dict[str, Any]) -> str:
             f"# {report['title']}",
             machine_markdown(report["machine"]),
             f"Command: `{report['command']}`. Data of each case at seed {DATA_SEED}; the "
-            "fast preset with the training seed of the row and the settings of the column "
+            f"{report.get('preset', 'fast')} preset with the training seed of the row and the "
+            "settings of the column "
             f"({described}); fit, validation and denoising with its averaged pairs, timed "
             "together.",
             *report.get("notes", []),
@@ -170,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", default="vox4-crowded,vox7-crowded")
     p.add_argument("--seeds", default="0,1,2", help="training seeds")
+    p.add_argument("--preset", default="fast", help="the preset the variants change")
     p.add_argument(
         "--variants", nargs="+", default=["fast:"], metavar="NAME:FIELD=VALUE,...",
-        help="fast-preset variants; NAME: alone is the preset",
+        help="preset variants; NAME: alone is the preset",
     )  # fmt: skip
     p.add_argument("--title", help=f"the report's heading (default: as saved, or {TITLE!r})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "seed-variants")
@@ -190,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown case: {', '.join(unknown)}")
     from napari_nmsg.engine import NMSGConfig
 
+    if report.setdefault("preset", args.preset) != args.preset:
+        p.error(f"the report holds {report['preset']} runs, not {args.preset}")
     variants = dict(parse_variant(v) for v in args.variants)
     for name, spec in variants.items():
         if report.get("variants", {}).get(name, spec) != spec:
             p.error(f"variant {name!r} is in the report with other settings")
         try:
-            NMSGConfig.preset("fast", **spec)
+            NMSGConfig.preset(args.preset, **spec)
         except (TypeError, ValueError) as error:
             p.error(f"variant {name!r}: {error}")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 if key in case["runs"]:
                     continue
                 case["runs"][key] = {
-                    "seed": seed, "variant": variant, **run_one(data, seed, overrides)
+                    "seed": seed, "variant": variant, **run_one(data, args.preset, seed, overrides)
                 }  # fmt: skip
                 log(f"{name} {key}: {case['runs'][key]}", start)
                 write_report(args.out, REPORT, report, render, plot)
