@@ -51,6 +51,20 @@ def test_fft_conv3d_matches_torch_conv3d(shape):
     torch.testing.assert_close(fft_conv3d(white, kernel), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_spectral_noise_reuses_its_kernel_transform_until_the_kernel_changes():
+    gen = torch.Generator().manual_seed(0)
+    model = SpectralNoise(torch.randn((5, 5, 5), generator=gen))
+    small = torch.randn((2, 1, 12, 12, 12), generator=gen)
+    large = torch.randn((1, 1, 19, 19, 19), generator=gen)
+    for white in (small, large, small):
+        assert torch.equal(model(white), fft_conv3d(white, model.kernel))
+    assert len(model.spectra) == 2  # one per padded size
+    other = torch.randn((5, 5, 5), generator=gen)
+    model.load_state_dict({"kernel": other})  # in place: the same tensor, new values
+    assert torch.equal(model(small), fft_conv3d(small, other))
+    assert len(model.spectra) == 1
+
+
 def coloured_patches(rng: np.random.Generator, axis: int, count: int) -> np.ndarray:
     """Mean-free 16³ patches of noise filtered by [0.5, 1, 0.5] along ``axis`` (lag 1: 2/3)."""
     kernel = np.zeros((3, 3, 3), np.float32)

@@ -164,17 +164,32 @@ def spectral_kernel(patches: np.ndarray, cap: bool | None = False) -> np.ndarray
     return fit_spectrum(patches, cap).kernel
 
 
-def fft_conv3d(white: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def fft_conv3d(
+    white: torch.Tensor,
+    kernel: torch.Tensor,
+    spectra: dict[tuple[Any, ...], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """'Valid' 3D correlation of ``(B, 1, *S)`` fields with a ``(k, k, k)`` kernel via FFT.
 
     The transforms are zero-padded to the next 2·3·5-smooth length, where the circular
     wrap-around still misses the valid part: a 40³ crop's field is 71³ for a 32³ kernel,
-    and 71 is prime (two 71³ fields took 18.7 ms, padded to 72³ 8.7 ms, 2-core CPU)."""
+    and 71 is prime (two 71³ fields took 18.7 ms, padded to 72³ 8.7 ms, 2-core CPU).
+    ``spectra`` keeps a fixed kernel's transform per padded size: it cost as much as
+    transforming the pair sampler's two white fields."""
     size = white.shape[-3:]
     padded = tuple(next_fast_len(n, real=True) for n in size)
     k = kernel.shape
-    spectrum = torch.fft.rfftn(white, s=padded) * torch.fft.rfftn(kernel.flip((0, 1, 2)), s=padded)
-    full = torch.fft.irfftn(spectrum, s=padded)
+    if spectra is None or kernel.requires_grad:
+        kernel_spectrum = torch.fft.rfftn(kernel.flip((0, 1, 2)), s=padded)
+    else:
+        # the version counter tells a kernel changed in place (load_state_dict) from the same one
+        kernel_id = (kernel.device, kernel.data_ptr(), kernel._version)
+        if any(key[0] != kernel_id for key in spectra):
+            spectra.clear()
+        if (kernel_id, padded) not in spectra:
+            spectra[kernel_id, padded] = torch.fft.rfftn(kernel.flip((0, 1, 2)), s=padded)
+        kernel_spectrum = spectra[kernel_id, padded]
+    full = torch.fft.irfftn(torch.fft.rfftn(white, s=padded) * kernel_spectrum, s=padded)
     return full[..., k[0] - 1 : size[0], k[1] - 1 : size[1], k[2] - 1 : size[2]]
 
 
@@ -186,6 +201,7 @@ class SpectralNoise(nn.Module):
     def __init__(self, kernel: torch.Tensor):
         super().__init__()
         self.register_buffer("kernel", kernel.float())
+        self.spectra: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def init_args(self) -> dict[str, Any]:
         return {"kernel_size": int(self.kernel.shape[0])}
@@ -194,7 +210,7 @@ class SpectralNoise(nn.Module):
         return tuple(s + self.kernel.shape[0] - 1 for s in shape)
 
     def forward(self, white: torch.Tensor) -> torch.Tensor:
-        return fft_conv3d(white, self.kernel)
+        return fft_conv3d(white, self.kernel, self.spectra)
 
     def sample(
         self, batch: int, shape: tuple[int, int, int], generator: torch.Generator
