@@ -1,10 +1,12 @@
+import itertools
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, Progress, run_events
-from napari_nmsg.engine.train import DivergenceGuard, iter_train, validation_steps
+from napari_nmsg.engine.train import DivergenceGuard, iter_train, lr_factor, validation_steps
 
 
 def test_guard_flags_losses_far_above_the_recent_median_and_nan():
@@ -38,6 +40,17 @@ def test_a_wild_batch_is_skipped_and_training_goes_on_from_the_weight_average():
     assert [m.get("rollbacks", 0) for m in metrics] == [0] * 39 + [1] * 21
     assert metrics[-1]["loss"] < 1.5 * np.median([m["loss"] for m in metrics[20:39]])
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_the_learning_rate_rises_over_the_warm_up_then_decays_to_five_percent():
+    assert lr_factor(0, 3000, 0.0) == 1.0
+    assert lr_factor(1500, 3000, 0.0) == pytest.approx(0.525)
+    assert lr_factor(3000, 3000, 0.0) == pytest.approx(0.05)
+    rising = [lr_factor(s, 3000, 0.05) for s in range(151)]
+    assert rising[0] == pytest.approx(1 / 151)
+    assert all(a < b for a, b in itertools.pairwise(rising))
+    assert rising[150] == pytest.approx(lr_factor(150, 3000, 0.0))  # back on the cosine
+    assert lr_factor(2000, 3000, 0.05) == lr_factor(2000, 3000, 0.0)
 
 
 def test_scores_start_late_in_the_schedule_and_always_include_the_last_step():

@@ -8,6 +8,7 @@ supervised on a ground truth) with the identical network, schedule and budget.
 from __future__ import annotations
 
 import copy
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
@@ -217,6 +218,13 @@ class DivergenceGuard:
         return False
 
 
+def lr_factor(step: int, total: int, warmup: float) -> float:
+    """The learning rate at ``step`` as a share of its peak: a linear rise over the first
+    ``warmup`` share of the ``total`` steps, then a cosine decay to 5 %."""
+    rise = min(1.0, (step + 1) / (warmup * total + 1))
+    return rise * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+
 def validation_steps(total: int) -> set[int]:
     """The steps at which the weight average is scored: every ``VALIDATE_EVERY`` from
     ``VALIDATE_FROM`` of the schedule on, and the last step."""
@@ -231,7 +239,8 @@ def iter_train(
     on_checkpoint: Callable[[UNet3D], Iterable[Event]] | None = None,
     validate: Callable[[UNet3D], float] | None = None,
 ) -> EventStream[UNet3D]:
-    """Adam with cosine decay; returns the weight average (EMA), which is steadier (§3).
+    """Adam with cosine decay after ``lr_warmup``; returns the weight average (EMA), which
+    is steadier (§3).
 
     A diverging step is not taken: the network goes back to the weight average, Adam's
     moments are reset and the learning rate is halved (``rollbacks`` in the metrics).
@@ -248,8 +257,8 @@ def iter_train(
     net = net.to(device, memory_format=conv_memory_format(device, training=True))
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimiser, config.train_steps, eta_min=0.05 * config.lr
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, config.train_steps, config.lr_warmup)
     )
     guard, rollbacks = DivergenceGuard(), 0
     best_loss, best_state = np.inf, None
@@ -263,8 +272,7 @@ def iter_train(
             rollbacks += 1
             net.load_state_dict(ema.state_dict())
             optimiser.state.clear()
-            for group in optimiser.param_groups:
-                group["lr"] *= 0.5
+            schedule.base_lrs = [lr * 0.5 for lr in schedule.base_lrs]
         else:
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
