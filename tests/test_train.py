@@ -53,6 +53,20 @@ def test_the_learning_rate_rises_over_the_warm_up_then_decays_to_five_percent():
     assert lr_factor(2000, 3000, 0.05) == lr_factor(2000, 3000, 0.0)
 
 
+def test_training_follows_the_configured_warm_up():
+    def pairs(rng, generator):
+        x = torch.randn(2, 1, 16, 16, 16, generator=generator)
+        return x, 0.5 * x, x
+
+    def trained(warmup):
+        config = NMSGConfig(unet_width=4, crop=16, train_steps=20, seed=0, lr_warmup=warmup)
+        return run_events(iter_train(pairs, config, torch.device("cpu"))).state_dict()
+
+    plain, same, warmed = trained(0.0), trained(0.0), trained(0.25)
+    assert all(torch.equal(v, same[k]) for k, v in plain.items())
+    assert not all(torch.equal(v, warmed[k]) for k, v in plain.items())
+
+
 def test_scores_start_late_in_the_schedule_and_always_include_the_last_step():
     assert validation_steps(2400) == set(range(1600, 2401, 100))
     assert validation_steps(3000) == set(range(2000, 3001, 100))
