@@ -214,7 +214,7 @@ def test_noisier2noise_keeps_the_preset_pairs_and_refuses_none():
     [
         (["--steps", "-3"], "nmsg: error: --steps=-3 must be at least 1"),
         (["--tile", "8"], "nmsg: error: --tile=8 must be at least 16"),
-        (["--crop", "17"], "nmsg: error: --crop=17 must be a multiple of 2"),
+        (["--crop", "17"], "nmsg: error: --crop=17 must be a multiple of 4"),
         (["--pairing", "paper", "--inference-pairs", "2"], "set --inference-pairs to 0"),
         (["--steps", "many"], "nmsg denoise: error: argument --steps: invalid int value"),
         (["--noise-model", "vae"], "nmsg denoise: error: argument --noise-model: invalid choice"),

@@ -485,19 +485,19 @@ class NMSGConfig(
 # network corrects a Gaussian base, averaged pairs help it too: on the 12 suite cases
 # whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12 dB) and 2 beat one
 # pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
-# (benchmarks/results/pair-count), so every preset averages pairs. The fast preset's
-# U-Net has one level, not two: with training seeds 0/1/2 on fixed data, two levels spread
-# 0.32 dB (4 Å crowded) and 0.80 dB (7 Å crowded, one seed under Topaz-3D), one level
-# 0.05 and 0.04 dB, for means 0.17 dB lower and 0.01 higher, in 18 % less time; three
-# levels were worse on both (benchmarks/results/seed-variants). It trains 1600 steps, not
-# 2400: over the same seeds that cost 0.06 and 0.10 dB on average for 27 % less time, toward
-# the 3 minutes on CPUs without AVX-512, where a training step takes 2-3x as long. Its skip
-# connection adds instead of concatenating: the same PSNR over those seeds (+0.02 and +0.01
-# dB on average; -0.05 to +0.10 on the other eleven suite cases, one seed each), with a
-# training step 20 % shorter (24 % with oneDNN capped at AVX2) and a 128³ run 5-11 %
-# shorter (benchmarks/results/additive-skips).
+# (benchmarks/results/pair-count), so every preset averages pairs. The fast preset trains
+# 1600 steps, not 2400 (0.06-0.10 dB for 27 % less time, toward the 3 minutes on CPUs
+# without AVX-512), and its skip connections add instead of concatenating: the same PSNR
+# with a training step 20 % shorter (benchmarks/results/additive-skips). Its U-Net has two
+# levels at half the others' learning rate: at lr 3e-3 one training seed in three or four
+# landed about a dB low with two levels (7 Å crowded seed 2: 25.47 dB, against 26.53 at
+# lr 1.5e-3), which had made it a one-level net (benchmarks/results/seed-variants); at
+# lr 1.5e-3 two levels beat one by 0.29-0.34 dB on average over seeds 0/1/2 on both
+# tuning cases with spreads of 0.05-0.06 dB, for 19 % more time
+# (benchmarks/results/lr-depth2, fast-depth2). The width-16 nets keep lr 3e-3: the quality
+# preset lost 0.08 and 0.23 dB at 1.5e-3 (benchmarks/results/lr-quality).
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"unet_depth": 1, "train_steps": 1600, "inference_pairs": 4, "additive_skips": True},
+    "fast": {"lr": 1.5e-3, "train_steps": 1600, "inference_pairs": 4, "additive_skips": True},
     "balanced": {
         "unet_width": 16, "train_steps": 2000, "gan_steps": 150, "crop": 40, "inference_pairs": 2,
     },
