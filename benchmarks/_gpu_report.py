@@ -192,8 +192,8 @@ def _plot_gain(ax, suite: dict[str, Any]) -> None:
     names = [n for n in suite if "psnr" in cpu.get(n, {}).get("methods", {}).get("gaussian", {})]
     presets = [p for p in PRESET_ORDER if any(p in suite[n] for n in names)]
     height = 0.8 / max(len(presets), 1)
+    gaussian = [cpu[n]["methods"]["gaussian"]["psnr"] for n in names]
     for i, preset in enumerate(presets):
-        gaussian = [cpu[n]["methods"]["gaussian"]["psnr"] for n in names]
         gains = [suite[n][preset]["psnr"] - g if preset in suite[n] else 0.0
                  for n, g in zip(names, gaussian, strict=True)]  # fmt: skip
         ax.barh([j + height * i for j in range(len(names))], gains, height, label=preset)
