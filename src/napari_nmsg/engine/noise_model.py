@@ -179,17 +179,15 @@ def fft_conv3d(
     size = white.shape[-3:]
     padded = tuple(next_fast_len(n, real=True) for n in size)
     k = kernel.shape
-    if spectra is None or kernel.requires_grad:
-        kernel_spectrum = torch.fft.rfftn(kernel.flip((0, 1, 2)), s=padded)
-    else:
-        # the version counter tells a kernel changed in place (load_state_dict) from the same one
-        kernel_id = (kernel.device, kernel.data_ptr(), kernel._version)
-        if any(key[0] != kernel_id for key in spectra):
-            spectra.clear()
-        if (kernel_id, padded) not in spectra:
-            spectra[kernel_id, padded] = torch.fft.rfftn(kernel.flip((0, 1, 2)), s=padded)
-        kernel_spectrum = spectra[kernel_id, padded]
-    full = torch.fft.irfftn(torch.fft.rfftn(white, s=padded) * kernel_spectrum, s=padded)
+    # a trainable kernel changes every step: its transform goes into a throwaway cache
+    cache = {} if spectra is None or kernel.requires_grad else spectra
+    # the version counter tells a kernel changed in place (load_state_dict) from the same one
+    kernel_id = (kernel.device, kernel.data_ptr(), kernel._version)
+    if any(key[0] != kernel_id for key in cache):
+        cache.clear()
+    if (kernel_id, padded) not in cache:
+        cache[kernel_id, padded] = torch.fft.rfftn(kernel.flip((0, 1, 2)), s=padded)
+    full = torch.fft.irfftn(torch.fft.rfftn(white, s=padded) * cache[kernel_id, padded], s=padded)
     return full[..., k[0] - 1 : size[0], k[1] - 1 : size[1], k[2] - 1 : size[2]]
 
 
