@@ -161,7 +161,7 @@ def test_inference_pairs_option_overrides_the_preset():
 
 def test_every_preset_averages_pairs_except_for_the_paper_pairing():
     assert NMSGConfig.preset("fast", noise_model="gan").inference_pairs == 4
-    assert NMSGConfig.preset("balanced", noise_model="gan").inference_pairs == 2
+    assert NMSGConfig.preset("balanced", noise_model="gan").inference_pairs == 4
     assert NMSGConfig.preset("fast", noise_model="gan", inference_pairs=0).inference_pairs == 0
     assert NMSGConfig.preset("quality", pairing="paper").inference_pairs == 0
     with pytest.raises(ValueError, match="applied as f"):
@@ -203,7 +203,7 @@ def test_noisier2noise_keeps_the_preset_pairs_and_refuses_none():
         return config_from_args(parser.parse_args([*base, *extra])).inference_pairs
 
     assert pairs() == NMSGConfig.preset("fast").inference_pairs == 4
-    assert pairs("--preset", "balanced") == 2
+    assert pairs("--preset", "balanced") == 4
     assert pairs("--inference-pairs", "3") == 3
     with pytest.raises(ValueError, match="inference_pairs >= 1"):
         pairs("--inference-pairs", "0")

@@ -68,7 +68,7 @@ def test_cli_flags_are_generated_with_their_defaults_and_choices():
     assert actions["pairing"].choices == list(PAIRINGS)
     assert actions["wedge_axis"].choices == [0, 1, 2]
     assert "--steps" in actions["train_steps"].option_strings
-    assert "(default: 1600; balanced 2000; quality 3000)" in actions["train_steps"].help
+    assert "(default: 1600; balanced 2800; quality 4000)" in actions["train_steps"].help
     assert "(default: chosen by the validation)" in actions["base_sigma"].help
     assert "(default: on)" in actions["gaussian_fallback"].help
 

@@ -21,7 +21,7 @@ from napari_nmsg._compare import viewer_grid
 from napari_nmsg._layers import noise_mosaic
 from napari_nmsg._sample_data import make_sample_data
 from napari_nmsg._session import mask_fingerprint
-from napari_nmsg.engine import Progress, iter_denoise, load_model, run_events
+from napari_nmsg.engine import NMSGConfig, Progress, iter_denoise, load_model, run_events
 
 SHAPE = (32, 32, 32)
 LONG_STEPS = 100_000  # never reached: such runs are cancelled / closed / interrupted
@@ -132,21 +132,22 @@ def test_picker_lists_3d_image_layers_and_follows_changes(setup):
 def test_presets_fill_advanced_fields_and_settings_reach_the_config(setup):
     _, _, widget, _, _ = setup
     widget.preset_combo.setCurrentText("quality")
-    quality_steps = PRESETS["quality"]["train_steps"]
-    assert widget.fields["train_steps"].value() == quality_steps
-    assert widget.fields["crop"].value() == PRESETS["quality"]["crop"]
+    quality = NMSGConfig.preset("quality")
+    assert quality.train_steps != NMSGConfig.preset("fast").train_steps
+    assert widget.fields["train_steps"].value() == quality.train_steps
+    assert widget.fields["crop"].value() == quality.crop
     widget.fields["lambda_grad"].setValue(0.1)
     widget.fields["lambda_gui"].setValue(0.5)
     widget.fields["wedge_axis"].setCurrentText("1 (Y)")
     assert widget.config().amp is None  # auto
-    assert widget.fields["inference_pairs"].value() == PRESETS["quality"]["inference_pairs"]
+    assert widget.fields["inference_pairs"].value() == quality.inference_pairs
     widget.fields["inference_pairs"].setValue(0)
     widget.fields["amp"].setCurrentText("on (bfloat16 CPU / float16 CUDA)")
     widget.seed_spin.setValue(7)
     config = widget.config()
     assert (config.crop, config.train_steps, config.seed) == (
-        PRESETS["quality"]["crop"],
-        quality_steps,
+        quality.crop,
+        quality.train_steps,
         7,
     )
     assert (config.lambda_grad, config.lambda_gui, config.wedge_axis, config.amp) == (

@@ -65,7 +65,7 @@ class SettingsPanel(QWidget):
         self.form = form = QFormLayout()  # the widget puts its layer picker on top
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESETS))
-        self.preset_combo.setToolTip("fast / balanced / quality: more steps, wider network")
+        self.preset_combo.setToolTip("fast / balanced / quality: the same network, trained longer")
         self.preset_combo.currentTextChanged.connect(self._apply_preset)
         form.addRow("Preset", self.preset_combo)
         self.device_combo = QComboBox()

@@ -471,40 +471,32 @@ class NMSGConfig(
         return cls(**values)
 
 
-# Set from measurements (README "Presets"; 128³ at SNR 0.1 on 2 CPU cores): lr 3e-3 beat
-# 1e-3 and 6e-3 by 0.6-0.8 dB at 800 steps; quality keeps rising with steps (+0.9 dB from
-# 1200 to 3000), and a 32³-crop step costs half a 40³ one (same PSNR per minute), so the
-# fast preset buys steps with small crops and the larger presets buy more steps on 40³
-# crops. The spectral noise model beat the GAN in every side-by-side run (quality budget
-# with 4 pairs: 30.82 vs 30.69 dB, 9.7 vs 13.9 min), so it is the default; the GAN stays
-# selectable (gan_steps below apply when it is chosen). Averaging f(y ± z) over recorrupted
-# pairs at inference helps the width-16 networks: quality (4 pairs) 30.14 -> 30.82 dB,
-# balanced (2 pairs) 29.50 -> 30.22, for 2 network passes per pair. The fast preset is a
-# width-8 U-Net trained twice as long in the same time: its single pass f(y) matched the
-# width-16 fast net with one pair on two 128³ volumes at 3x the inference speed. Since the
-# network corrects a Gaussian base, averaged pairs help it too: on the 12 suite cases
-# whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12 dB) and 2 beat one
-# pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
-# (benchmarks/results/pair-count), so every preset averages pairs. The fast preset trains
-# 1600 steps, not 2400 (0.06-0.10 dB for 27 % less time, toward the 3 minutes on CPUs
-# without AVX-512), and its skip connections add instead of concatenating: the same PSNR
-# with a training step 20 % shorter (benchmarks/results/additive-skips). Its U-Net has two
-# levels at half the others' learning rate: at lr 3e-3 one training seed in three or four
-# landed about a dB low with two levels (7 Å crowded seed 2: 25.47 dB, against 26.53 at
-# lr 1.5e-3), which had made it a one-level net (benchmarks/results/seed-variants); at
-# lr 1.5e-3 two levels beat one by 0.29-0.34 dB on average over seeds 0/1/2 on both
-# tuning cases with spreads of 0.05-0.06 dB, for 19 % more time
-# (benchmarks/results/lr-depth2, fast-depth2). The width-16 nets keep lr 3e-3: the quality
-# preset lost 0.08 and 0.23 dB at 1.5e-3 (benchmarks/results/lr-quality).
+# Set from measurements (README "Presets"; 128³ at SNR 0.1 on 2 CPU cores). The spectral
+# noise model beat the GAN in every side-by-side run (quality budget with 4 pairs: 30.82 vs
+# 30.69 dB, 9.7 vs 13.9 min), so it is the default; the GAN stays selectable (gan_steps
+# below apply when it is chosen). Every preset trains the same network and differs only in
+# steps: a width-8 U-Net of two levels with additive skips on 32³ crops at lr 1.5e-3. A
+# width-8 net trained twice as long matched a width-16 one in the same time, and a 32³-crop
+# step costs half a 40³ one. Additive skips: the same PSNR with a training step 20 %
+# shorter (benchmarks/results/additive-skips). At lr 3e-3 one training seed in three or
+# four landed about a dB low with two levels (7 Å crowded seed 2: 25.47 dB, against 26.53
+# at 1.5e-3); at 1.5e-3 two levels beat one by 0.29-0.34 dB on average over seeds 0/1/2 on
+# both tuning cases with spreads of 0.05-0.06 dB (benchmarks/results/lr-depth2,
+# fast-depth2). Trained 4000 steps, that net beat the former quality preset (width 16,
+# 40³ crops, lr 3e-3, 3000 steps) on both tuning cases in a third of its time: means over
+# seeds 30.22 vs 30.14 dB (4 Å) and 26.60 vs 26.49 (7 Å), spreads 0.03-0.05 against
+# 0.16; 6000 steps added 0.01-0.04 dB for 50 % more time (benchmarks/results/
+# quality-recipe). Fast stops at 1600 steps (0.06-0.10 dB for 27 % less time, toward the
+# 3 minutes on CPUs without AVX-512). Averaged ±z pairs at inference: on the 12 suite
+# cases whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12 dB) and 2
+# beat one pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
+# (benchmarks/results/pair-count).
+_ONE_NETWORK = {"lr": 1.5e-3, "additive_skips": True, "inference_pairs": 4}
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"lr": 1.5e-3, "train_steps": 1600, "inference_pairs": 4, "additive_skips": True},
-    "balanced": {
-        "unet_width": 16, "train_steps": 2000, "gan_steps": 150, "crop": 40, "inference_pairs": 2,
-    },
-    "quality": {
-        "unet_width": 16, "train_steps": 3000, "gan_steps": 300, "crop": 40, "inference_pairs": 4,
-    },
-}  # fmt: skip
+    "fast": {**_ONE_NETWORK, "train_steps": 1600},
+    "balanced": {**_ONE_NETWORK, "train_steps": 2800, "gan_steps": 150},
+    "quality": {**_ONE_NETWORK, "train_steps": 4000, "gan_steps": 300},
+}
 
 
 SETTINGS = declared(NMSGConfig)
