@@ -485,12 +485,12 @@ class NMSGConfig(
 # fast-depth2). Trained 4000 steps, that net beat the former quality preset (width 16,
 # 40³ crops, lr 3e-3, 3000 steps) on both tuning cases in a third of its time: means over
 # seeds 30.22 vs 30.14 dB (4 Å) and 26.60 vs 26.49 (7 Å), spreads 0.03-0.05 against
-# 0.16; 6000 steps added 0.01-0.04 dB for 50 % more time (benchmarks/results/
-# quality-recipe). Fast stops at 1600 steps (0.06-0.10 dB for 27 % less time, toward the
-# 3 minutes on CPUs without AVX-512). Averaged ±z pairs at inference: on the 12 suite
-# cases whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12 dB) and 2
-# beat one pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
-# (benchmarks/results/pair-count).
+# 0.16; 6000 steps added 0.01-0.04 dB for 50 % more time
+# (benchmarks/results/quality-recipe). Fast stops at 1600 steps (0.06-0.10 dB for 27 %
+# less time, toward the 3 minutes on CPUs without AVX-512). Averaged ±z pairs at
+# inference: on the 12 suite cases whose network was kept, 4 pairs beat 2 on every one
+# (+0.01 to +0.12 dB) and 2 beat one pass (+0.03 to +0.27), for about 5 s more on 128³
+# and 2 cores (benchmarks/results/pair-count).
 _ONE_NETWORK = {"lr": 1.5e-3, "additive_skips": True, "inference_pairs": 4}
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {**_ONE_NETWORK, "train_steps": 1600},
