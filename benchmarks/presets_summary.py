@@ -8,9 +8,11 @@ puts one variant's runs per preset next to them, case by case, without running a
         --preset "fast=benchmarks/results/fast-depth2:two levels, lr 1.5e-3" \\
         --preset "quality=benchmarks/results/quality-recipe:fast net, 4000 steps"
 
-A preset may name several reports; a case takes the first that holds it. PSNR moves between
-machines by float rounding only (amplified by training like another seed); times do not, so
-each source's machine is written beside the table.
+A preset may name several reports; a case takes the first that holds it. The first preset
+named is held to the fast preset's target (at or above both the oracle Gaussian and
+Topaz-3D), the others to the quality preset's (at or above Noise2Noise on halves). PSNR
+moves between machines by float rounding only (amplified by training like another seed);
+times do not, so each source's machine is written beside the table.
 
 Writes ``presets.{json,md,png}`` to ``--out``.
 """
@@ -66,7 +68,7 @@ def assemble(
                 row[f"{preset} source"] = f"{folder.name}: {variant}"
         cases[name] = row
     machines = {"suite (peers)": suite["machine"]}
-    machines.update({f"{folder.name}": reports[folder]["machine"] for _, folder, _ in sources})
+    machines.update({folder.name: reports[folder]["machine"] for _, folder, _ in sources})
     presets = list(dict.fromkeys(p for p, _, _ in sources))
     return {"cases": cases, "presets": presets, "machines": machines, "seed": seed}
 
