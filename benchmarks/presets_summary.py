@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_OUT, machine_markdown, write_report
 from _table import Column, render_table
+from seed_variants import run_key
 
 REPORT = "presets"
 PEERS = {"gaussian": "oracle Gaussian", "topaz": "Topaz-3D", "n2n": "N2N on halves"}
@@ -44,11 +45,6 @@ def parse_source(text: str) -> tuple[str, Path, str]:
     return preset.strip(), Path(folder.strip()), variant.strip()
 
 
-def _run(report: dict[str, Any], case: str, variant: str, seed: int) -> dict[str, Any] | None:
-    runs = report["cases"].get(case, {}).get("runs", {}).values()
-    return next((r for r in runs if r["variant"] == variant and r["seed"] == seed), None)
-
-
 def assemble(
     suite: dict[str, Any], sources: list[tuple[str, Path, str]], seed: int
 ) -> dict[str, Any]:
@@ -61,7 +57,7 @@ def assemble(
         for preset, folder, variant in sources:
             if preset in row:
                 continue
-            run = _run(reports[folder], name, variant, seed)
+            run = reports[folder]["cases"].get(name, {}).get("runs", {}).get(run_key(seed, variant))
             if run is not None:
                 row[preset] = run["psnr"]
                 row[f"{preset} seconds"] = run["seconds"]

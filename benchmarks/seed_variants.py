@@ -79,7 +79,7 @@ def run_one(
     }
 
 
-def _key(seed: int, variant: str) -> str:
+def run_key(seed: int, variant: str) -> str:
     return f"seed {seed}, {variant}"
 
 
@@ -92,7 +92,7 @@ def render(report: dict[str, Any]) -> str:
 
     def cell(variant: str):
         def value(row: dict[str, Any]) -> str:
-            run = row["case"]["runs"].get(_key(row["seed"], variant))
+            run = row["case"]["runs"].get(run_key(row["seed"], variant))
             return "" if run is None else f"{run['psnr']:.2f} ({run['seconds']:.0f} s)"
 
         return Column(f"{variant}: PSNR (time)", value)
@@ -152,7 +152,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax, name in zip(axes[0], names, strict=True):
         case = report["cases"][name]
         for seed in report["seeds"]:
-            runs = [case["runs"].get(_key(seed, v)) for v in variants]
+            runs = [case["runs"].get(run_key(seed, v)) for v in variants]
             runs = [r for r in runs if r is not None]
             ax.plot(
                 [r["seconds"] for r in runs], [r["psnr"] for r in runs], marker="o",
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         data = simulate_case(name, DATA_SEED)
         for seed in seeds:
             for variant, overrides in variants.items():
-                key = _key(seed, variant)
+                key = run_key(seed, variant)
                 if key in case["runs"]:
                     continue
                 case["runs"][key] = {
