@@ -60,9 +60,11 @@ def test_a_preview_the_gpu_has_no_memory_for_is_skipped_and_the_fit_goes_on(
 
 
 def test_same_seed_same_result_and_another_seed_differs(small_tomogram, tiny_config):
-    first = denoise(small_tomogram.noisy, config=tiny_config)
-    again = denoise(small_tomogram.noisy, config=tiny_config)
-    other = denoise(small_tomogram.noisy, config=tiny_config.replace(seed=1))
+    # four steps lose to the validated Gaussian, which is the same for every seed
+    config = tiny_config.replace(gaussian_fallback=False)
+    first = denoise(small_tomogram.noisy, config=config)
+    again = denoise(small_tomogram.noisy, config=config)
+    other = denoise(small_tomogram.noisy, config=config.replace(seed=1))
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-4
 

@@ -19,6 +19,9 @@ class NoiseLearning:
     """A fitted noise model, the patches it was learned from, and how faithful it is."""
 
     noise_model: SpectralNoise
+    # the spectral fit, also when noise_model is the GAN: it fits the noise's covariance
+    # directly, the one property Stein's estimate needs (validation.py)
+    spectral_model: SpectralNoise
     normalisation: Normalisation
     patches: NoisePatches
     fidelity: dict[str, dict[str, float]]  # per model kind, against held-out real patches

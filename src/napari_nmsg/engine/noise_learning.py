@@ -140,11 +140,12 @@ def iter_learn_noise_from(
     train, held_out = patches.split(0.25, rng)
     size = patches.patch_size
     spectral, refused = fit_checked_spectrum(train, held_out, config.separable_cap, config.seed)
-    model: SpectralNoise = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
+    baseline = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
+    model: SpectralNoise = baseline
     if spectral.tilt_axis or refused:
         note = _cap_note(spectral, sources[0]) if spectral.tilt_axis else refused
         patches = replace(patches, note=f"{patches.note}; {note}")
-    fidelity = {"spectral": held_out_fidelity(model, held_out, generator)}
+    fidelity = {"spectral": held_out_fidelity(baseline, held_out, generator)}
     if any(source.has_background for source in sources):
         automatic = _automatic_fidelity(sources, config, held_out, generator)
         if automatic is not None:
@@ -156,6 +157,7 @@ def iter_learn_noise_from(
     generated = sample_patches(model, len(held_out), size, generator)
     return NoiseLearning(
         noise_model=model.eval().cpu(),
+        spectral_model=baseline.eval().cpu(),
         normalisation=sources[0].normalisation,
         patches=patches,
         fidelity=fidelity,

@@ -24,6 +24,7 @@ from .fill import detect_fill
 from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
 from .noise_learning import iter_learn_noise_from
+from .noise_model import SpectralNoise
 from .predictor import estimator, make_predictor, validated_estimator
 from .previews import PreviewBudget, PreviewPosition, iter_previews
 from .tiling import iter_predict_tiled
@@ -132,11 +133,17 @@ def _iter_fit(
             parts = (noise.noise_model, config)
             return budget.spend(iter_previews(net, parts, first, device, preview_position))
 
-    amplitudes = [_amplitude(source, noise, config, device) for source in sources]
+    amplitudes = [_amplitude(source, noise.noise_model, config, device) for source in sources]
     held_out = [held_out_rows(_rows(s), config.multiple) for s in sources]
+    # validated with the spectral model whichever model trains (see NoiseLearning)
+    judge_amplitude = (
+        amplitudes[0]
+        if noise.spectral_model is noise.noise_model
+        else _amplitude(first, noise.spectral_model, config, device)
+    )
     validation = RecorruptedValidation(
-        first, noise.noise_model, amplitudes[0], config.alpha, held_out[0], config.multiple,
-        device, config.seed,
+        first, noise.spectral_model, judge_amplitude, config.alpha, held_out[0],
+        config.multiple, device, config.seed,
     )  # fmt: skip
     if config.base_sigma is None:  # start from a filter a little wider than the best one
         config = config.replace(base_sigma=BASE_WIDENING * validation.best_gaussian()[0])
@@ -168,12 +175,12 @@ def _rows(source: NormalisedVolume) -> int:
 
 
 def _amplitude(
-    source: NormalisedVolume, noise: NoiseLearning, config: NMSGConfig, device: torch.device
+    source: NormalisedVolume, model: SpectralNoise, config: NMSGConfig, device: torch.device
 ) -> np.ndarray | None:
     if not config.local_amplitude:
         return None
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    return local_noise_amplitude(source, noise.noise_model.to(device), generator)
+    return local_noise_amplitude(source, model.to(device), generator)
 
 
 def _judge(
