@@ -190,6 +190,33 @@ def test_a_trained_network_beats_the_gaussian_in_the_estimate_and_in_truth(tomog
     assert truth > best_gaussian(tomogram.noisy, tomogram.target)[0]
 
 
+def test_the_risk_subtracts_the_expected_noise_power_not_the_probes_own(validation):
+    """The probes' own power varies from draw to draw by a share of a good denoiser's risk
+    (on 128³ suite cases: a Gaussian's risk spread 7-8x wider over validation seeds); the
+    model's expected power, where the amplitude map puts it, does not."""
+    source, valid = validation
+    noise = run_events(iter_learn_noise_from([source], NMSGConfig(seed=0))).spectral_model
+    variance = noise.voxel_variance()
+    probes = np.mean([float(w[valid.scored].pow(2).mean()) for w in valid.probes])
+    assert valid.noise_power == pytest.approx(variance, rel=1e-6)  # no amplitude map
+    assert valid.noise_power != pytest.approx(probes, rel=1e-4)
+    amplitude = np.ones([n // 4 for n in source.shape], np.float32)
+    amplitude[:, -1] = 2.0  # the last 4 rows, the held-out ones, are twice as noisy
+    louder = RecorruptedValidation(source, noise, amplitude, 1.0, 4, 4, torch.device("cpu"), 0)
+    assert louder.noise_power == pytest.approx(4 * variance, rel=1e-6)
+
+
+def test_validation_refuses_a_gan(tomogram):
+    config = NMSGConfig(noise_model="gan", gan_steps=2, gan_batch=4, seed=0)
+    source = prepare_volume(tomogram.noisy, config)
+    learned = run_events(iter_learn_noise_from([source], config))
+    assert learned.noise_model.kind == "gan" and learned.spectral_model.kind == "spectral"
+    with pytest.raises(ValueError, match="spectral fit"):
+        RecorruptedValidation(
+            source, learned.noise_model, None, 1.0, 4, 4, torch.device("cpu"), seed=0
+        )
+
+
 def test_over_smoothing_is_flagged(validation):
     _, valid = validation
     assert not valid.over_smoothed(lambda x: x)  # nothing removed

@@ -210,6 +210,11 @@ class SpectralNoise(nn.Module):
     def forward(self, white: torch.Tensor) -> torch.Tensor:
         return fft_conv3d(white, self.kernel, self.spectra)
 
+    def voxel_variance(self) -> float:
+        """The variance of every voxel drawn: each is a sum of unit white draws weighted by
+        the kernel (not so for a GAN, whose non-linear branch adds to it)."""
+        return float(self.kernel.detach().pow(2).sum())
+
     def sample(
         self, batch: int, shape: tuple[int, int, int], generator: torch.Generator
     ) -> torch.Tensor:
