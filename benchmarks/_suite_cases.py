@@ -7,7 +7,8 @@ after the choice (``held-out``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -130,3 +131,13 @@ def noise_realisations(name: str, seed: int, data: dict[str, Any], count: int) -
 def scored(data: dict[str, Any], volume: np.ndarray) -> np.ndarray:
     """The part of a volume that is scored: the data inside any fill frame."""
     return volume[data["scored"]] if "scored" in data else volume
+
+
+def case_names(text: str, fail: Callable[[str], NoReturn]) -> list[str]:
+    """The comma-separated case names in ``text``; ``fail`` (e.g. an argument parser's
+    ``error``) is called with those that are not suite cases."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        fail(f"unknown case: {', '.join(unknown)}")
+    return names

@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_report
-from _suite_cases import CASES, simulate_case
+from _suite_cases import case_names, simulate_case
 from _table import Column, render_table
 
 
@@ -144,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, default=6, help="validation seeds per case")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "estimate_spread")
     args = p.parse_args(argv)
-    cases = args.cases.split(",")
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        p.error(f"unknown case: {', '.join(unknown)}")
+    cases = case_names(args.cases, p.error)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "machine": machine_info(),

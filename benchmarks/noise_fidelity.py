@@ -47,7 +47,7 @@ from _field_fidelity import (
     field_statistics,
     truth_summary,
 )
-from _suite_cases import CASES, simulate_case
+from _suite_cases import CASES, case_names, simulate_case
 from _table import Column, render_table
 
 KINDS = ("spectral", "gan")
@@ -308,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "noise_fidelity")
     p.add_argument("--render", action="store_true", help="only re-render the saved report")
     args = p.parse_args(argv)
-    unknown = [c for c in args.cases.split(",") if c not in CASES]
-    if unknown:
-        p.error(f"unknown case: {', '.join(unknown)}")
+    cases = case_names(args.cases, p.error)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "noise_fidelity.json"
     report = json.loads(json_path.read_text()) if json_path.exists() else {"cases": {}}
@@ -321,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         # runs replace or add case rows of the saved report: it keeps every command
         saved = report.get("command")
         report["command"] = f"{saved}; then {command}" if saved else command
-        for name in args.cases.split(","):
+        for name in cases:
             report["cases"][name] = run_case(name, args.seed)
             write_json(json_path, report)
             (args.out / "noise_fidelity.md").write_text(render(report))

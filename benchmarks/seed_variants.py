@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_OUT, log, machine_for, machine_markdown, write_report
-from _suite_cases import CASES, scored, simulate_case
+from _suite_cases import case_names, scored, simulate_case
 from _table import Column, render_table
 
 DATA_SEED = 0
@@ -189,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         write_report(args.out, REPORT, report, render, plot)
         return 0
-    unknown = [c for c in args.cases.split(",") if c not in CASES]
-    if unknown:
-        p.error(f"unknown case: {', '.join(unknown)}")
+    cases = case_names(args.cases, p.error)
     from napari_nmsg.engine import NMSGConfig
 
     if report.setdefault("preset", args.preset) != args.preset:
@@ -211,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     report["seeds"] = sorted(set(report.get("seeds", [])) | set(seeds))
     report["variants"] = {**report.get("variants", {}), **variants}
     start = time.perf_counter()
-    for name in args.cases.split(","):
+    for name in cases:
         case = report["cases"].setdefault(name, {"runs": {}})
         data = simulate_case(name, DATA_SEED)
         for seed in seeds:
