@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import NMSGConfig
+from .unet import gaussian_blur, gaussian_kernel
 
 
 def _sobel_kernels(device: torch.device) -> torch.Tensor:
@@ -28,21 +29,6 @@ def inplane_gradient(x: torch.Tensor) -> torch.Tensor:
     return grads.abs().sum(dim=1, keepdim=True)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable 3D Gaussian blur of ``(B, 1, Z, Y, X)`` with reflect padding."""
-    radius = max(1, round(3 * sigma))
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = kernel.numel()
-        pad = [0] * 6
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
-        x = F.conv3d(F.pad(x, pad, mode="reflect"), kernel.view(shape))
-    return x
-
-
 def nmsg_loss(
     output: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor, config: NMSGConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -51,12 +37,12 @@ def nmsg_loss(
     total = config.lambda_rec * rec
     parts = {"rec": rec.item()}
     if config.lambda_grad > 0:
-        sparse = gaussian_blur(noisy, config.sparsity_sigma)
+        sparse = gaussian_blur(noisy, gaussian_kernel(config.sparsity_sigma))
         grad = F.mse_loss(inplane_gradient(output), inplane_gradient(sparse))
         total = total + config.lambda_grad * grad
         parts["grad"] = grad.item()
     if config.lambda_gui > 0:
-        gui = F.mse_loss(output, gaussian_blur(noisy, config.guidance_sigma))
+        gui = F.mse_loss(output, gaussian_blur(noisy, gaussian_kernel(config.guidance_sigma)))
         total = total + config.lambda_gui * gui
         parts["gui"] = gui.item()
     parts["loss"] = total.item()

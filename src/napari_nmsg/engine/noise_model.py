@@ -39,6 +39,9 @@ _SEPARABLE_ITERATIONS = 30
 AUTO_CAP_BAND = 1 / 16
 AUTO_CAP_EXCESS = 0.1
 AUTO_CAP_MIN_PATCHES = 64
+# Bins whose 3³ neighbourhood holds this much more power than the fit are signal. 0 cut
+# signal-free patches' power at 0.04-0.25 cycles/voxel by 9 % (scatter of the estimate).
+SIGNAL_EXCESS = 0.1
 
 
 def mean_power_spectrum(patches: np.ndarray) -> np.ndarray:
@@ -121,12 +124,15 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     fits = {axis: _separable_fit(spectrum, axis) for axis in (1, 2)}
     tilt_axis = min(fits, key=lambda axis: fits[axis][0])
     _, fit, fitted = fits[tilt_axis]
-    # the excess over the fit, averaged over neighbouring bins: a per-bin minimum would also
-    # cut the estimate's own scatter (10 % less power on signal-free patches)
+    # Signal is where neighbouring bins together exceed the fit by SIGNAL_EXCESS; each of
+    # those bins is capped at the fit. A per-bin minimum everywhere would also cut the
+    # estimate's own scatter (10 % less power on signal-free patches); dividing each bin by
+    # its neighbourhood's excess left signal in the strongest bins.
     excess = ndimage.uniform_filter(spectrum, 3, mode="wrap") / np.maximum(
         ndimage.uniform_filter(fit, 3, mode="wrap"), 1e-12
     )
-    capped = np.where(fitted, spectrum, spectrum / np.maximum(excess, 1.0))
+    signal = ~fitted & (excess > 1 + SIGNAL_EXCESS)
+    capped = np.where(signal, np.minimum(spectrum, fit), spectrum)
     f = np.fft.fftfreq(spectrum.shape[0])
     radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
     low = (radius > 0) & (radius <= AUTO_CAP_BAND)
