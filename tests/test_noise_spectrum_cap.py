@@ -54,6 +54,8 @@ def test_signal_in_the_patches_is_capped_out_along_either_in_plane_tilt_axis(til
     assert found_axis == tilt_axis
     assert _band_ratio(learned, truth, 0.04, 0.17) > 1.8  # the signal's excess
     assert 0.9 < _band_ratio(capped, truth, 0.04, 0.17) < 1.12
+    # its strongest bins too (dividing each by its neighbourhood's excess left 1.34x)
+    assert _band_ratio(capped, truth, 0.04, 0.08) < 1.15
     assert np.all(capped <= learned)  # a cap: it never adds power
     high = _band_ratio(capped, truth, 0.3, 0.9), _band_ratio(learned, truth, 0.3, 0.9)
     assert high[0] == pytest.approx(high[1], rel=1e-3)  # signal-free bands stay as they are

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_nmsg.engine import NMSGConfig, load_model, run_events, save_model
 from napari_nmsg.engine.noise_learning import iter_learn_noise_from
@@ -44,6 +45,21 @@ def validation(tomogram):
         source, noise.noise_model, None, 1.0, held, 4, torch.device("cpu"), seed=0
     )
     return source, valid
+
+
+def test_the_gaussian_mirrors_the_volume_edges():
+    """A replicated edge voxel would count up to the radius times with its own noise, and
+    the validation scores the rows at the volume's end."""
+    volume = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
+    blurred = gaussian_blur(torch.from_numpy(volume)[None, None], gaussian_kernel(1.5))[0, 0]
+    expected = ndimage.gaussian_filter(volume.astype(np.float64), 1.5, mode="mirror", truncate=3.0)
+    np.testing.assert_allclose(blurred.numpy(), expected, atol=1e-5)
+    thin = volume[:4]  # an axis no longer than the radius (5) is replicated instead
+    blurred = gaussian_blur(torch.from_numpy(thin)[None, None], gaussian_kernel(1.5))[0, 0]
+    expected = ndimage.gaussian_filter(
+        thin.astype(np.float64), 1.5, mode=("nearest", "mirror", "mirror"), truncate=3.0
+    )
+    np.testing.assert_allclose(blurred.numpy(), expected, atol=1e-5)
 
 
 def test_held_out_rows_leave_enough_to_train_and_are_multiples():

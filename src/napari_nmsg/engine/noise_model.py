@@ -116,10 +116,10 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     axis or across it), the tilt axis being the in-plane axis that fits better, and below
     that on both, where thick specimens leave no signal-free patch, capped at the product.
     Measured against the true noise (suite cases, 16³ patches), power at 0.04-0.25
-    cycles/voxel over the truth's: thick specimen 1.16-1.50x before, 1.03-1.08x after;
-    64-thick one 1.01-1.82x, 1.00-1.46x; zero frame 0.95-1.51x, 0.92-1.28x; on cases with a
-    clean background it lowers those bands by 7 % at most, 9 % with a detector MTF (for
-    which the product is only nearly right).
+    cycles/voxel over the truth's: thick specimen 1.16-1.50x before, 0.96-1.05x after;
+    64-thick one 1.01-1.82x, 1.00-1.19x; zero frame 0.95-1.51x, 0.92-1.10x; on cases with a
+    clean background (where it is not applied automatically) it would lower those bands by
+    11 % at most (the product is only nearly right there).
     """
     fits = {axis: _separable_fit(spectrum, axis) for axis in (1, 2)}
     tilt_axis = min(fits, key=lambda axis: fits[axis][0])
