@@ -304,6 +304,15 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 120, **layout: Any) -> None:
+    """Lay out, write and close ``fig`` (pyplot keeps every open figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(**layout)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def write_report(
     out: Path,
     name: str,

@@ -14,12 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from _cases import CURVE_METHODS
-
-
-def _save(fig: Any, path: Path, **layout: Any) -> None:
-    fig.tight_layout(**layout)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)  # pyplot keeps every open figure alive otherwise
+from _common import save_figure
 
 
 def central_slices(
@@ -53,7 +48,7 @@ def central_slices(
                 ax.set_title(label, fontsize=8)
             ax.set_ylabel(name, fontsize=7)
     fig.suptitle(title, fontsize=10)
-    _save(fig, path, rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
+    save_figure(fig, path, dpi=110, rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
 
 
 def radial_profile(psd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +90,7 @@ def noise_spectra(path: Path, spectra: dict[str, np.ndarray], title: str) -> Non
         ax.set_xlabel("k_x")
         ax.set_ylabel("k_z (beam axis)")
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def psnr_vs_time(
@@ -115,7 +110,7 @@ def psnr_vs_time(
     ax.set_ylabel("PSNR (dB, affine fit)")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def fsc_curves(
@@ -133,7 +128,7 @@ def fsc_curves(
     ax.set_ylim(-0.1, 1.02)
     ax.legend(fontsize=6, ncol=2)
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def case_figures(

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from _common import save_figure
 from _table import Column, render_table
 
 CPU_SUITE = Path(__file__).resolve().parent / "results" / "suite" / "suite.json"
@@ -170,9 +171,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.legend(fontsize=8)
     gpu = report["runs"][-1]["machine"].get("gpu") or "CPU"
     fig.suptitle(f"napari-nmsg on {gpu}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _plot_kernels(ax, kernels: list[dict[str, Any]]) -> None:

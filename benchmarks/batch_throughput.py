@@ -31,7 +31,7 @@ from napari_nmsg.simulate import simulate_tomogram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, machine_markdown
+from _common import machine_info, machine_markdown, save_figure
 from _table import Column, render_table
 
 TARGET_RATIO = 1.1
@@ -144,9 +144,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xlabel(f"wall seconds for {result['settings']['n']} tomograms")
     ax.set_title(result["machine"]["cpu_model"] + f", {result['machine']['cpu_cores']} cores")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_report
+from _common import DEFAULT_OUT, log, machine_info, machine_markdown, save_figure, write_report
 from _suite_cases import case_names, simulate_case
 from _table import Column, render_table
 
@@ -133,9 +133,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("dB over the best Gaussian")
     ax.set_title("Estimated gain per validation draw")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

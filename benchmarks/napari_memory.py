@@ -39,6 +39,7 @@ from _common import (
     machine_markdown,
     peak_rss_mb,
     rss_now_mb,
+    save_figure,
     write_json,
     write_report,
 )
@@ -200,9 +201,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("seconds since the process started")
     ax.set_ylabel("MB")
     ax.legend(loc="center right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from _common import (
     log,
     machine_for,
     machine_markdown,
+    save_figure,
     seed_for,
     true_noise_field,
     true_noise_patches,
@@ -296,9 +297,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     axes[-1].set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from _common import (
     log,
     machine_for,
     machine_markdown,
+    save_figure,
     seed_for,
     write_report,
 )
@@ -165,9 +166,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{title}: dB against {reference} pairs")
     axes[0].set_ylabel("dB")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

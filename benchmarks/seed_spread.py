@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_report
+from _common import save_figure, write_report
 from _table import Column, render_table
 
 
@@ -96,9 +96,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(f"{report['case']}: one dot per run (seed, machine)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

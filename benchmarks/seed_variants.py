@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_for, machine_markdown, write_report
+from _common import DEFAULT_OUT, log, machine_for, machine_markdown, save_figure, write_report
 from _suite_cases import case_names, scored, simulate_case
 from _table import Column, render_table
 
@@ -164,9 +164,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("fit + denoise (s)")
     axes[0][0].set_ylabel("PSNR (dB)")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

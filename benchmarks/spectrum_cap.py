@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import log, machine_info, machine_markdown, true_noise_patches, write_report
+from _common import (
+    log,
+    machine_info,
+    machine_markdown,
+    save_figure,
+    true_noise_patches,
+    write_report,
+)
 from _suite_cases import CASES, simulate_case
 from _table import Column, render_table
 
@@ -114,9 +121,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[0].set_ylabel("ratio")
     axes[0].set_ylim(0.3, 2.0)
     axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from _common import (
     log,
     machine_for,
     machine_markdown,
+    save_figure,
     seed_for,
     write_json,
 )
@@ -461,9 +462,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8, ncol=3)
     machine = report["machine"]
     ax.set_title(f"Case suite ({machine['cpu_model']}, {machine['cpu_cores']} cores)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(report: dict[str, Any], path: Path) -> None:
@@ -504,9 +503,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     axes.flat[0].legend(handles.values(), handles.keys(), fontsize=6)
     fig.supxlabel("wall seconds (learn + fit + denoise)", fontsize=9)
     fig.supylabel("PSNR (dB)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def score_validated_gaussians(

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_report
+from _common import DEFAULT_OUT, log, machine_info, machine_markdown, save_figure, write_report
 
 HERE = Path(__file__).resolve().parent
 
@@ -114,9 +114,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("wall seconds")
     ax.set_title(f"Denoise {report['size']}³, fast preset, {report['steps']} steps", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
