@@ -304,6 +304,14 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How ``script`` (its ``__file__``) was run, quoted so that it can be pasted again."""
+    import shlex
+
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *map(shlex.quote, args)])
+
+
 def save_figure(fig: Any, path: Path, dpi: int = 120, **layout: Any) -> None:
     """Lay out, write and close ``fig`` (pyplot keeps every open figure alive otherwise)."""
     import matplotlib.pyplot as plt

@@ -31,7 +31,7 @@ from napari_nmsg.simulate import simulate_tomogram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine_info, machine_markdown, save_figure
+from _common import command_line, machine_info, machine_markdown, save_figure
 from _table import Column, render_table
 
 TARGET_RATIO = 1.1
@@ -175,7 +175,7 @@ def main() -> None:
         machine["load_avg_at_end"] = [round(v, 2) for v in os.getloadavg()]
         result = {
             "package_version": __version__,
-            "command": "python benchmarks/batch_throughput.py " + shlex.join(sys.argv[1:]),
+            "command": command_line(__file__, None),
             "machine": machine,
             "settings": {"n": args.n, "size": args.size, "variants": args.variants},
             "target_ratio": TARGET_RATIO,

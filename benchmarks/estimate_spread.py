@@ -20,7 +20,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, save_figure, write_report
+from _common import (
+    DEFAULT_OUT,
+    command_line,
+    log,
+    machine_info,
+    machine_markdown,
+    save_figure,
+    write_report,
+)
 from _suite_cases import case_names, simulate_case
 from _table import Column, render_table
 
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "python benchmarks/estimate_spread.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "draws": args.draws,
         "cases": {},
     }

@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, write_json
+from _common import DEFAULT_OUT, command_line, log, machine_info, write_json
 from _gpu_report import plot, render
 from _suite_cases import CASES, scored, simulate_case
 
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "gpu.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     report.setdefault("runs", []).append(
-        {"command": "python benchmarks/gpu.py " + " ".join(argv or sys.argv[1:]),
+        {"command": command_line(__file__, argv),
          "machine": {**machine_info(), **gpu_facts()}}
     )  # fmt: skip
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     DEFAULT_OUT,
+    command_line,
     log,
     machine_for,
     machine_markdown,
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render:
         report["machine"] = machine_for(report, p.error)
         report["seed"] = seed_for(report, args.seed, p.error)
-        command = "python benchmarks/noise_fidelity.py " + " ".join(argv or sys.argv[1:])
+        command = command_line(__file__, argv)
         # runs replace or add case rows of the saved report: it keeps every command
         saved = report.get("command")
         report["command"] = f"{saved}; then {command}" if saved else command

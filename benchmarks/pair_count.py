@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     DEFAULT_OUT,
+    command_line,
     log,
     machine_for,
     machine_markdown,
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         write_report(args.out, "pair_count", json.loads(json_path.read_text()), render, plot)
         return 0
-    command = "python benchmarks/pair_count.py " + " ".join(argv or sys.argv[1:])
+    command = command_line(__file__, argv)
     report: dict[str, Any] = {"cases": {}}
     if json_path.exists():  # a partial run goes on: its cases are kept, not run again
         report = {**LEGACY, **json.loads(json_path.read_text())}

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, machine_markdown, save_figure, write_report
+from _common import DEFAULT_OUT, command_line, machine_markdown, save_figure, write_report
 from _table import Column, render_table
 from seed_variants import run_key
 
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         p.error(f"no seed_variants.json in {', '.join(missing)}")
     report = assemble(json.loads(args.suite.read_text()), sources, args.seed)
-    report["command"] = "python benchmarks/presets_summary.py " + shlex.join(argv or sys.argv[1:])
+    report["command"] = command_line(__file__, argv)
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(args.out, REPORT, report, render, plot)
     return 0

@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _cases import BY_NAME, CASES, FULL, QUICK, default_methods, unet_description
-from _common import DEFAULT_OUT, log, machine_info
+from _common import DEFAULT_OUT, command_line, log, machine_info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,7 +103,7 @@ def new_report(args: argparse.Namespace, argv: list[str] | None, base: Any, sets
     report: dict[str, Any] = {
         "_t0": time.perf_counter(),
         "mode": "full" if args.full else "quick",
-        "command": "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, argv),
         "machine": machine_info(),
         "preset": args.preset,
         "overrides": sets,

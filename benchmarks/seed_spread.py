@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save_figure, write_report
+from _common import command_line, save_figure, write_report
 from _table import Column, render_table
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "spread": spread,
         "mean": mean,
-        "command": "python benchmarks/seed_spread.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line(__file__, argv),
     }
     write_report(args.out, "seed_spread", report, render, plot)
     return 0

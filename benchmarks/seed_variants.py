@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -27,7 +26,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_for, machine_markdown, save_figure, write_report
+from _common import (
+    DEFAULT_OUT,
+    command_line,
+    log,
+    machine_for,
+    machine_markdown,
+    save_figure,
+    write_report,
+)
 from _suite_cases import case_names, scored, simulate_case
 from _table import Column, render_table
 
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         except (TypeError, ValueError) as error:
             p.error(f"variant {name!r}: {error}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    command = "python benchmarks/seed_variants.py " + shlex.join(argv or sys.argv[1:])
+    command = command_line(__file__, argv)
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
     report["machine"] = machine_for(report, p.error)
     report["seeds"] = sorted(set(report.get("seeds", [])) | set(seeds))

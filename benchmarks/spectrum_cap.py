@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    command_line,
     log,
     machine_info,
     machine_markdown,
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": machine_info(),
         "seed": args.seed,
-        "command": "python benchmarks/spectrum_cap.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "cases": {},
     }
     for name in args.cases.split(","):

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     DEFAULT_OUT,
+    command_line,
     log,
     machine_for,
     machine_markdown,
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         return score_validated_gaussians(report, cases, args)
     report["machine"] = machine_for(report, p.error)
     report["seed"] = seed_for(report, args.seed, p.error)
-    command = "python benchmarks/suite.py " + " ".join(argv or sys.argv[1:])
+    command = command_line(__file__, argv)
     # runs add rows to the saved report, so it keeps every command that made them
     report["command"] = f"{report['command']}; then {command}" if "command" in report else command
     for name in cases:

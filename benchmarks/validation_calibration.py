@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_OUT, log, machine_info, machine_markdown, write_json
+from _common import DEFAULT_OUT, command_line, log, machine_info, machine_markdown, write_json
 from _suite_cases import case_names, simulate_case
 from _table import Column, render_table
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "machine": machine_info(),
-        "command": "python benchmarks/validation_calibration.py " + " ".join(argv or sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "cases": {},
     }
     for name in cases:
