@@ -8,7 +8,9 @@ puts one variant's runs per preset next to them, case by case, without running a
         --preset "fast=benchmarks/results/fast-depth2:two levels, lr 1.5e-3" \\
         --preset "quality=benchmarks/results/quality-recipe:fast net, 4000 steps"
 
-A preset may name several reports; a case takes the first that holds it. The first preset
+A preset may name several reports; a case takes the first that holds it. ``--rerun`` names
+``suite.py`` reports whose peer rows were made again later (with today's code): a case's
+peer takes the first rerun that holds it, marked † in the table. The first preset
 named is held to the fast preset's target (at or above both the oracle Gaussian and
 Topaz-3D), the others to the quality preset's (at or above Noise2Noise on halves). PSNR
 moves between machines by float rounding only (amplified by training like another seed);
@@ -44,15 +46,34 @@ def parse_source(text: str) -> tuple[str, Path, str]:
     return preset.strip(), Path(folder.strip()), variant.strip()
 
 
+def peer_row(name: str, suite: dict[str, Any], reruns: list[dict[str, Any]]) -> dict[str, Any]:
+    """The peers' PSNR for one case, each from the first rerun that holds it, else the suite;
+    ``rerun`` lists the peers taken from a rerun."""
+    row: dict[str, Any] = {"rerun": []}
+    for method in PEERS:
+        for report in reruns:
+            run = report["cases"].get(name, {}).get("methods", {}).get(method)
+            if run is not None and "psnr" in run:
+                row[method] = run["psnr"]
+                row["rerun"].append(method)
+                break
+        else:
+            row[method] = suite["cases"][name]["methods"][method]["psnr"]
+    return row
+
+
 def assemble(
-    suite: dict[str, Any], sources: list[tuple[str, Path, str]], seed: int
+    suite: dict[str, Any],
+    sources: list[tuple[str, Path, str]],
+    seed: int,
+    reruns: list[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     reports = {
         folder: json.loads((folder / "seed_variants.json").read_text()) for _, folder, _ in sources
     }
     cases = {}
     for name, case in suite["cases"].items():
-        row = {"role": case["role"], **{m: case["methods"][m]["psnr"] for m in PEERS}}
+        row = {"role": case["role"], **peer_row(name, suite, list(reruns))}
         for preset, folder, variant in sources:
             if preset in row:
                 continue
@@ -63,6 +84,7 @@ def assemble(
                 row[f"{preset} source"] = f"{folder.name}: {variant}"
         cases[name] = row
     machines = {"suite (peers)": suite["machine"]}
+    machines.update({f"rerun {i + 1}": report["machine"] for i, report in enumerate(reruns)})
     machines.update({folder.name: reports[folder]["machine"] for _, folder, _ in sources})
     presets = list(dict.fromkeys(p for p, _, _ in sources))
     return {"cases": cases, "presets": presets, "machines": machines, "seed": seed}
@@ -81,13 +103,16 @@ def render(report: dict[str, Any]) -> str:
 
         return value
 
+    def peer_cell(row: dict[str, Any], method: str) -> str:
+        return f"{row[method]:.2f}" + ("†" if method in row.get("rerun", ()) else "")
+
     def seconds_cell(preset: str):
         return lambda row: f"{row[f'{preset} seconds']:.0f} s" if preset in row else ""
 
     columns = [
         Column("case", lambda r: r["name"]),
         Column("role", lambda r: r["role"]),
-        *(Column(label, lambda r, m=m: f"{r[m]:.2f}") for m, label in PEERS.items()),
+        *(Column(label, lambda r, m=m: peer_cell(r, m)) for m, label in PEERS.items()),
     ]
     for preset in presets:
         columns.append(Column(preset, preset_cell(preset)))
@@ -101,7 +126,14 @@ def render(report: dict[str, Any]) -> str:
             f"Command: `{report['command']}`. Training seed {report['seed']}. Bold: "
             f"{presets[0]} at or above both the oracle Gaussian and Topaz-3D; "
             f"{', '.join(presets[1:]) or 'the others'} at or above Noise2Noise on halves.",
-            "Sources: " + "; ".join(sources) + ".",
+            "Sources: "
+            + "; ".join(sources)
+            + "."
+            + (
+                f" †: rerun with today's code ({', '.join(report['reruns'])})."
+                if report.get("reruns")
+                else ""
+            ),
             render_table(rows, columns),
             "Machines (PSNR moves between them by float rounding only; times do not carry "
             "over):\n" + "\n".join(machines),
@@ -141,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         "--preset", action="append", required=True, metavar="PRESET=REPORT_DIR:VARIANT",
         help="a preset's runs: a seed_variants.py report and its variant (repeatable)",
     )  # fmt: skip
+    p.add_argument(
+        "--rerun", action="append", type=Path, default=[], metavar="SUITE_JSON",
+        help="a suite.py report whose peer rows replace the suite's (repeatable; first wins)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the training seed to show")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "presets-today")
     args = p.parse_args(argv)
@@ -149,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         p.error(str(error))
     missing = [str(f) for _, f, _ in sources if not (f / "seed_variants.json").exists()]
+    missing += [str(f) for f in args.rerun if not f.is_file()]
     if missing:
-        p.error(f"no seed_variants.json in {', '.join(missing)}")
-    report = assemble(json.loads(args.suite.read_text()), sources, args.seed)
+        p.error(f"missing reports: {', '.join(missing)}")
+    reruns = [json.loads(f.read_text()) for f in args.rerun]
+    report = assemble(json.loads(args.suite.read_text()), sources, args.seed, reruns)
+    report["reruns"] = [str(f) for f in args.rerun]
     report["command"] = command_line(__file__, argv)
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(args.out, REPORT, report, render, plot)
