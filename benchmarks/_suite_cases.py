@@ -81,11 +81,12 @@ CASES: dict[str, dict[str, Any]] = {
 }
 # a preset with other settings: (preset, overrides); its noise model differs, so the
 # estimate's ranking (which compares risks under one noise model) leaves it out.
-# fast-true-spectrum is the fast preset with its noise model fitted to the true noise
-# instead of the background patches: a spectrum-exact coloured Gaussian (needs the truth)
+# *-true-spectrum is that preset with its noise model fitted to the true noise instead of
+# the background patches: a spectrum-exact coloured Gaussian (needs the truth)
 PRESET_VARIANTS = {
     "fast-gan": ("fast", {"noise_model": "gan"}),
     "fast-true-spectrum": ("fast", {}),
+    "quality-true-spectrum": ("quality", {}),
 }
 METHODS = (
     "noisy", "gaussian", "tv", "topaz", "n2n", "supervised", "r2r-true", "fast", *PRESET_VARIANTS,

@@ -140,7 +140,7 @@ def run_preset(
             curve.append({"step": clock["step"], "seconds": seconds, "psnr": value})
             clock["eval_s"] += time.perf_counter() - clock["last"]
 
-    noise = true_spectrum_noise(data, config) if method == "fast-true-spectrum" else None
+    noise = true_spectrum_noise(data, config) if method.endswith("-true-spectrum") else None
     t0 = time.perf_counter()
     run = run_events(iter_run(noisy, config, noise, preview_position=position), on_event)
     seconds = time.perf_counter() - t0 - clock["eval_s"]
