@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def parse_source(text: str) -> tuple[str, Path, str]:
     return preset.strip(), Path(folder.strip()), variant.strip()
 
 
-def peer_row(name: str, suite: dict[str, Any], reruns: list[dict[str, Any]]) -> dict[str, Any]:
+def peer_row(name: str, suite: dict[str, Any], reruns: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The peers' PSNR for one case, each from the first rerun that holds it, else the suite;
     ``rerun`` lists the peers taken from a rerun."""
     row: dict[str, Any] = {"rerun": []}
@@ -66,14 +67,14 @@ def assemble(
     suite: dict[str, Any],
     sources: list[tuple[str, Path, str]],
     seed: int,
-    reruns: list[dict[str, Any]] = (),
+    reruns: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     reports = {
         folder: json.loads((folder / "seed_variants.json").read_text()) for _, folder, _ in sources
     }
     cases = {}
     for name, case in suite["cases"].items():
-        row = {"role": case["role"], **peer_row(name, suite, list(reruns))}
+        row = {"role": case["role"], **peer_row(name, suite, reruns)}
         for preset, folder, variant in sources:
             if preset in row:
                 continue
