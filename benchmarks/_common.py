@@ -157,13 +157,18 @@ def true_noise_patches(
     """``count`` mean-free ``size``³ patches of ``true_noise_field`` at random places inside
     the data."""
     noise, inside = true_noise_field(data, normalisation)
-    patches = []
-    while len(patches) < count:
+    corners = []
+    while len(corners) < count:
         corner = [int(rng.integers(0, n - size + 1)) for n in noise.shape]
-        box = tuple(slice(c, c + size) for c in corner)
-        if inside[box].all():
-            patches.append(noise[box])
-    stacked = np.stack(patches).astype(np.float32)
+        if inside[tuple(slice(c, c + size) for c in corner)].all():
+            corners.append(corner)
+    return mean_free_boxes(noise, corners, size)
+
+
+def mean_free_boxes(field: np.ndarray, corners: Any, size: int) -> np.ndarray:
+    """The ``size``³ boxes of ``field`` at ``corners``, each less its mean, as float32."""
+    stacked = np.stack([field[tuple(slice(c, c + size) for c in corner)] for corner in corners])
+    stacked = stacked.astype(np.float32)
     return stacked - stacked.mean(axis=(1, 2, 3), keepdims=True)
 
 

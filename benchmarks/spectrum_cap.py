@@ -25,6 +25,7 @@ from _common import (
     log,
     machine_info,
     machine_markdown,
+    mean_free_boxes,
     save_figure,
     true_noise_field,
     true_noise_patches,
@@ -65,9 +66,7 @@ def run_case(name: str, seed: int) -> dict[str, Any]:
     measured = autocorrelation_power_spectrum(found.patches)
     truth = autocorrelation_power_spectrum(truth_patches)
     noise, _ = true_noise_field(data, volume.normalisation)
-    size = found.patch_size
-    there = np.stack([noise[tuple(slice(c, c + size) for c in xyz)] for xyz in found.corners])
-    there = (there - there.mean(axis=(1, 2, 3), keepdims=True)).astype(np.float32)
+    there = mean_free_boxes(noise, found.corners, found.patch_size)
     capped, tilt_axis, low_band_excess = cap_signal_in_spectrum(measured)
     return {
         "role": CASES[name]["role"],
