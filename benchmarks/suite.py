@@ -190,7 +190,8 @@ def run_reference(
     steps as they were when these rows were made (depth 2, width 8, 2400 steps,
     concatenating skips; ``REFERENCE_DEPTH``, ``REFERENCE_STEPS``,
     ``REFERENCE_ADDITIVE_SKIPS``),
-    and the same Gaussian base (the one best for its input, widened as in the pipeline).
+    and the same Gaussian base (the one best for its input, widened as in the pipeline) and
+    quarter-turn rule (``QUARTER_TURNS_FROM_SIGMA`` on that σ).
 
     N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on.
     ``r2r-true`` is NMSG with a perfect noise model: each pair ``y + αz → y − z/α`` takes
@@ -202,7 +203,11 @@ def run_reference(
 
     from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, resolve_device, run_events
     from napari_nmsg.engine.noise_model import SpectralNoise
-    from napari_nmsg.engine.pipeline import BASE_WIDENING, prepare_volume
+    from napari_nmsg.engine.pipeline import (
+        BASE_WIDENING,
+        QUARTER_TURNS_FROM_SIGMA,
+        prepare_volume,
+    )
     from napari_nmsg.engine.train import aligned_pairs, iter_train
     from napari_nmsg.engine.volume import NormalisedVolume
     from napari_nmsg.metrics import best_gaussian
@@ -218,6 +223,7 @@ def run_reference(
         "fast",
         seed=seed,
         base_sigma=BASE_WIDENING * sigma,
+        quarter_turns=sigma >= QUARTER_TURNS_FROM_SIGMA,  # the presets' rule, oracle σ
         unet_depth=REFERENCE_DEPTH,
         train_steps=REFERENCE_STEPS,
         additive_skips=REFERENCE_ADDITIVE_SKIPS,
@@ -275,7 +281,7 @@ def true_noise_pairs(
         crops = random_crops([noisy, other], size, config.batch_size, rng)
         y, y_plus_z = (torch.from_numpy(c).to(device) for c in crops)
         inputs, targets = make_pair(y, y_plus_z - y, config.pairing, config.alpha)
-        return tuple(augment_inplane([inputs, targets, y], rng))
+        return tuple(augment_inplane([inputs, targets, y], rng, config.turns))
 
     return sample
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from napari_nmsg.engine import NMSGConfig, Progress, run_events
-from napari_nmsg.engine.train import DivergenceGuard, iter_train, lr_factor, validation_steps
+from napari_nmsg.engine.symmetry import apply_symmetry
+from napari_nmsg.engine.train import (
+    DivergenceGuard,
+    augment_inplane,
+    iter_train,
+    lr_factor,
+    validation_steps,
+)
 
 
 def test_guard_flags_losses_far_above_the_recent_median_and_nan():
@@ -91,3 +98,15 @@ def test_the_best_scored_weight_average_is_returned():
     assert len(states) == 2
     assert all(torch.equal(v, states[0][k]) for k, v in net.state_dict().items())
     assert not all(torch.equal(v, states[1][k]) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("turns", [True, False])
+def test_augmentation_turns_pairs_only_where_allowed_and_alike(turns):
+    """Flips keep the tilt axis where it is; quarter turns (``turns``) swap it with the axis
+    across it. Either way input and target move together."""
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 1, 4, 4).repeat(64, 1, 1, 1, 1)
+    flips = [apply_symmetry(x[0], f, 0) for f in ((), (-1,), (-2,), (-2, -1))]
+    inputs, targets = augment_inplane([x, 2 * x], np.random.default_rng(0), turns)
+    assert torch.equal(targets, 2 * inputs)
+    flipped_only = [any(torch.equal(sample, f) for f in flips) for sample in inputs]
+    assert all(flipped_only) != turns  # 64 draws: turned at least once where allowed

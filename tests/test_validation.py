@@ -14,6 +14,7 @@ from napari_nmsg.engine.noise_learning import iter_learn_noise_from
 from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.pipeline import (
     BASE_WIDENING,
+    QUARTER_TURNS_FROM_SIGMA,
     iter_denoise,
     iter_fit_denoiser,
     prepare_volume,
@@ -210,6 +211,21 @@ def test_a_trained_network_beats_the_gaussian_in_the_estimate_and_in_truth(tomog
     assert model.config.base_sigma >= BASE_WIDENING * q.gaussian_sigma
     truth = psnr(run_events(iter_denoise(tomogram.noisy, model)), tomogram.target)
     assert truth > best_gaussian(tomogram.noisy, tomogram.target)[0]
+
+
+def test_quarter_turns_follow_the_best_gaussian_unless_set(tomogram):
+    """Auto trains on in-plane quarter turns where the Gaussian best for the training input
+    is 2 voxels or wider, and flips only where fine detail stands above the noise."""
+    config = NMSGConfig(train_steps=1, crop=16, tile=32, overlap=8, gaussian_fallback=False)
+    detailed = simulate_tomogram((48, 48, 48), snr=0.3, crowding=3.0, voxel_size=14.0, seed=11)
+    for volume, turns in ((tomogram.noisy, True), (detailed.noisy, False)):
+        model = run_events(iter_fit_denoiser(volume, config))
+        best_sigma = model.config.base_sigma / BASE_WIDENING
+        assert (best_sigma >= QUARTER_TURNS_FROM_SIGMA) is turns
+        assert model.config.quarter_turns is turns and model.config.turns is turns
+    kept = run_events(iter_fit_denoiser(detailed.noisy, config.replace(quarter_turns=True)))
+    assert kept.config.quarter_turns is True
+    assert kept.config.base_sigma == model.config.base_sigma  # still chosen by the validation
 
 
 def test_the_risk_subtracts_the_expected_noise_power_not_the_probes_own(validation):

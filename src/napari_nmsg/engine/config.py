@@ -30,6 +30,7 @@ SEPARABLE_CAP_CHOICES = {
     "off": False,
     "on": True,
 }
+QUARTER_TURN_CHOICES = {"auto (at low SNR)": None, "off": False, "on": True}
 _NO_FRONT_END = {"cli": False, "widget": False}  # method internals, set from Python
 
 
@@ -199,6 +200,16 @@ class TrainingSettings:
         help="add the U-Net's skip connections instead of concatenating them",
         **_NO_FRONT_END,
     )
+    quarter_turns: bool | None = option(
+        None,  # auto: chosen from the best Gaussian (pipeline.QUARTER_TURNS_FROM_SIGMA)
+        label="In-plane quarter turns",
+        auto="auto",
+        choices=QUARTER_TURN_CHOICES,
+        help="also train on in-plane quarter turns (and average over them), which swap the "
+        "tilt axis with the axis across it; auto: where the best Gaussian for the training "
+        "input is 2 voxels or wider (low SNR)",
+        widget=False,
+    )
     base_sigma: float | None = option(
         None,
         label="Base Gaussian σ",
@@ -310,6 +321,13 @@ class TrainingSettings:
         maximum=8.0,
         **_NO_FRONT_END,
     )
+
+    @property
+    def turns(self) -> bool:
+        """Whether training and inference use in-plane quarter turns: unless off. An auto
+        that no validation resolved (the Noise2Noise and supervised references, a model
+        saved without this setting) keeps them."""
+        return self.quarter_turns is not False
 
     @property
     def multiple(self) -> int:

@@ -32,21 +32,25 @@ def noisier2noise_estimate(prediction: torch.Tensor, noisier_input: torch.Tensor
 
 
 def average_over_pairs(
-    run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, draws: Sequence[torch.Tensor]
+    run: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    draws: Sequence[torch.Tensor],
+    turns: bool,
 ) -> torch.Tensor:
     """Mean of ``run(x ± z)`` over the noise ``draws`` (antithetic: each pair cancels the
-    first-order noise term). Pair k is predicted under the k-th in-plane symmetry, so the
-    network's own errors average out too.
+    first-order noise term). Pair k is predicted under the k-th in-plane symmetry, quarter
+    turns included where the network trained on them (``turns``), so the network's own
+    errors average out too.
 
     A single window (the validation's, or a lone tile) sends both signs as one batch:
     PyTorch runs a float32 CPU convolution of batch 1 with its slow reference kernel
     instead of oneDNN where batch × channels × depth × height is at most 20480, which made
     a 64 × 32 × 128 window 4× slower per voxel than a 96 × 32 × 128 one. Batches of tiles
     go one sign at a time: doubling them made 128³ inference 5-55 % slower on a 2-core CPU."""
-    square = x.shape[-1] == x.shape[-2]
+    turns = turns and x.shape[-1] == x.shape[-2]
     total = torch.zeros_like(x)
     for k, z in enumerate(draws):
-        symmetry = inplane_symmetry(k, square)
+        symmetry = inplane_symmetry(k, turns)
         signs = [torch.cat([x + z, x - z])] if len(x) == 1 else [x + z, x - z]
         for noisier in signs:
             out = undo_symmetry(run(apply_symmetry(noisier, *symmetry)), *symmetry)

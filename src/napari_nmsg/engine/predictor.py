@@ -55,7 +55,7 @@ def make_predictor(model: NMSGModel, device: torch.device) -> Predictor:
         if not config.inference_pairs:
             return run(batch)
         draws = tile_pair_draws(noise, config, corners, tuple(batch.shape[-3:]), device)
-        return average_over_pairs(run, batch, draws)
+        return average_over_pairs(run, batch, draws, config.turns)
 
     return predict
 
@@ -108,4 +108,4 @@ def validated_estimator(
     generator = torch.Generator(device=device).manual_seed(config.seed + 104729)
     with torch.no_grad():
         draws = pair_draws(noise.to(device), config, 1, shape, generator)
-    return lambda x: average_over_pairs(run, x, draws)
+    return lambda x: average_over_pairs(run, x, draws, config.turns)

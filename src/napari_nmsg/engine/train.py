@@ -89,21 +89,22 @@ def random_crops(
     return [np.stack(batch)[:, None] for batch in batches]
 
 
-def augment_inplane(tensors: list[Tensor], rng: np.random.Generator) -> list[Tensor]:
-    """The same random in-plane flips and 90° turns for each sample of every tensor.
+def augment_inplane(tensors: list[Tensor], rng: np.random.Generator, turns: bool) -> list[Tensor]:
+    """The same random in-plane flips, and 90° turns with ``turns``, for each sample of
+    every tensor.
 
     Applied to finished pairs, never to one side only: WBP noise is anisotropic in plane
     (tilt axis vs the axis normal to it), so turning a crop but not the noise added to it
     would pair noises of different spectra. Never across the wedge axis.
     """
     batch = tensors[0].shape[0]
-    square = tensors[0].shape[-1] == tensors[0].shape[-2]
+    turns = turns and tensors[0].shape[-1] == tensors[0].shape[-2]
     out: list[list[Tensor]] = [[] for _ in tensors]
     for b in range(batch):
         flips = tuple(d for d, f in ((-2, rng.random() < 0.5), (-1, rng.random() < 0.5)) if f)
-        turns = int(rng.integers(4)) if square else 0
+        quarters = int(rng.integers(4)) if turns else 0
         for items, tensor in zip(out, tensors, strict=True):
-            items.append(apply_symmetry(tensor[b], flips, turns))
+            items.append(apply_symmetry(tensor[b], flips, quarters))
     return [torch.stack(items) for items in out]
 
 
@@ -153,7 +154,7 @@ def noise_model_pairs(
             if accept is not None:  # fill stays flat, as the network meets it at inference
                 noise = noise * torch.from_numpy(crops[-1]).to(device)
         inputs, targets = make_pair(noisy, noise, config.pairing, config.alpha)
-        return tuple(augment_inplane([inputs, targets, noisy], rng))
+        return tuple(augment_inplane([inputs, targets, noisy], rng, config.turns))
 
     return sample
 
@@ -188,7 +189,7 @@ def aligned_pairs(
         if swap and rng.random() < 0.5:
             a, b = b, a
         x, t = augment_inplane(
-            [torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)], rng
+            [torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)], rng, config.turns
         )
         return x, t, x
 
