@@ -46,11 +46,11 @@ from .volume import (
 BASE_WIDENING = 1.25
 # In-plane quarter turns give training twice the variety but swap the tilt axis with the
 # axis across it, whose noise and missing wedge differ. Flips only against flips and turns
-# (quality preset, seed 0, 128³ suite cases): +0.20 to +0.28 dB where the best Gaussian for
-# the training input was 1.25-1.75 voxels (10 and 14 Å cases with Gaussian noise, gold
-# beads; 7 Å crowded -0.02), -0.13 to -0.20 where it was 2 or wider (4 Å Poisson cases;
-# detector MTF +0.04): a network that sees much signal learns the wedge's in-plane
-# anisotropy, at low SNR the variety counts more.
+# (quality preset, seed 0, 128³ suite cases): +0.20 to +0.40 dB where the best Gaussian for
+# the training input was 1.25-1.75 voxels (the 10 and 14 Å cases, gold beads; 7 Å crowded
+# -0.02), -0.13 to -0.20 where it was 2 or wider (4 Å Poisson cases; detector MTF +0.04):
+# where fine detail stands above the noise the network learns the wedge's in-plane
+# anisotropy, where it does not the variety counts more (README Presets).
 QUARTER_TURNS_FROM_SIGMA = 2.0
 
 
