@@ -30,7 +30,7 @@ SEPARABLE_CAP_CHOICES = {
     "off": False,
     "on": True,
 }
-QUARTER_TURN_CHOICES = {"auto (at low SNR)": None, "off": False, "on": True}
+QUARTER_TURN_CHOICES = {"auto (where the best Gaussian is wide)": None, "off": False, "on": True}
 _NO_FRONT_END = {"cli": False, "widget": False}  # method internals, set from Python
 
 
@@ -207,7 +207,7 @@ class TrainingSettings:
         choices=QUARTER_TURN_CHOICES,
         help="also train on in-plane quarter turns (and average over them), which swap the "
         "tilt axis with the axis across it; auto: where the best Gaussian for the training "
-        "input is 2 voxels or wider (low SNR)",
+        "input is 2 voxels or wider",
         widget=False,
     )
     base_sigma: float | None = option(
@@ -325,8 +325,8 @@ class TrainingSettings:
     @property
     def turns(self) -> bool:
         """Whether training and inference use in-plane quarter turns: unless off. An auto
-        that no validation resolved (the Noise2Noise and supervised references, a model
-        saved without this setting) keeps them."""
+        that no validation resolved (pairs of aligned volumes, as benchmark references
+        train; a model saved without this setting) keeps them."""
         return self.quarter_turns is not False
 
     @property
