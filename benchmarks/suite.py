@@ -191,7 +191,7 @@ def run_reference(
     concatenating skips; ``REFERENCE_DEPTH``, ``REFERENCE_STEPS``,
     ``REFERENCE_ADDITIVE_SKIPS``),
     and the same Gaussian base (the one best for its input, widened as in the pipeline) and
-    quarter-turn rule (``QUARTER_TURNS_FROM_SIGMA`` on that σ).
+    quarter-turn rule (``quarter_turns_for`` on that σ).
 
     N2N is applied as ½(f(even) + f(odd)), each half at the noise it trained on.
     ``r2r-true`` is NMSG with a perfect noise model: each pair ``y + αz → y − z/α`` takes
@@ -203,11 +203,7 @@ def run_reference(
 
     from napari_nmsg.engine import NMSGConfig, NMSGModel, iter_denoise, resolve_device, run_events
     from napari_nmsg.engine.noise_model import SpectralNoise
-    from napari_nmsg.engine.pipeline import (
-        BASE_WIDENING,
-        QUARTER_TURNS_FROM_SIGMA,
-        prepare_volume,
-    )
+    from napari_nmsg.engine.pipeline import BASE_WIDENING, prepare_volume, quarter_turns_for
     from napari_nmsg.engine.train import aligned_pairs, iter_train
     from napari_nmsg.engine.volume import NormalisedVolume
     from napari_nmsg.metrics import best_gaussian
@@ -223,7 +219,7 @@ def run_reference(
         "fast",
         seed=seed,
         base_sigma=BASE_WIDENING * sigma,
-        quarter_turns=sigma >= QUARTER_TURNS_FROM_SIGMA,  # the presets' rule, oracle σ
+        quarter_turns=quarter_turns_for(sigma),  # the presets' rule, on the oracle σ
         unet_depth=REFERENCE_DEPTH,
         train_steps=REFERENCE_STEPS,
         additive_skips=REFERENCE_ADDITIVE_SKIPS,

@@ -14,10 +14,10 @@ from napari_nmsg.engine.noise_learning import iter_learn_noise_from
 from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.pipeline import (
     BASE_WIDENING,
-    QUARTER_TURNS_FROM_SIGMA,
     iter_denoise,
     iter_fit_denoiser,
     prepare_volume,
+    quarter_turns_for,
 )
 from napari_nmsg.engine.unet import gaussian_blur, gaussian_kernel
 from napari_nmsg.engine.validation import (
@@ -221,7 +221,7 @@ def test_quarter_turns_follow_the_best_gaussian_unless_set(tomogram):
     for volume, turns in ((tomogram.noisy, True), (detailed.noisy, False)):
         model = run_events(iter_fit_denoiser(volume, config))
         best_sigma = model.config.base_sigma / BASE_WIDENING
-        assert (best_sigma >= QUARTER_TURNS_FROM_SIGMA) is turns
+        assert quarter_turns_for(best_sigma) is turns and (best_sigma >= 2.0) is turns
         assert model.config.quarter_turns is turns and model.config.turns is turns
     kept = run_events(iter_fit_denoiser(detailed.noisy, config.replace(quarter_turns=True)))
     assert kept.config.quarter_turns is True

@@ -201,7 +201,7 @@ class TrainingSettings:
         **_NO_FRONT_END,
     )
     quarter_turns: bool | None = option(
-        None,  # auto: chosen from the best Gaussian (pipeline.QUARTER_TURNS_FROM_SIGMA)
+        None,  # auto: chosen from the best Gaussian (pipeline.quarter_turns_for)
         label="In-plane quarter turns",
         auto="auto",
         choices=QUARTER_TURN_CHOICES,

@@ -54,6 +54,12 @@ BASE_WIDENING = 1.25
 QUARTER_TURNS_FROM_SIGMA = 2.0
 
 
+def quarter_turns_for(best_sigma: float) -> bool:
+    """Whether a network whose training input is best filtered by a Gaussian of
+    ``best_sigma`` voxels trains on in-plane quarter turns (``QUARTER_TURNS_FROM_SIGMA``)."""
+    return best_sigma >= QUARTER_TURNS_FROM_SIGMA
+
+
 def prepare_volume(
     volume: np.ndarray,
     config: NMSGConfig,
@@ -181,14 +187,11 @@ def _resolve_auto(config: NMSGConfig, validation: RecorruptedValidation) -> NMSG
     if config.base_sigma is not None and config.quarter_turns is not None:
         return config
     sigma = validation.best_gaussian()[0]
-    return config.replace(
-        base_sigma=BASE_WIDENING * sigma if config.base_sigma is None else config.base_sigma,
-        quarter_turns=(
-            sigma >= QUARTER_TURNS_FROM_SIGMA
-            if config.quarter_turns is None
-            else config.quarter_turns
-        ),
-    )
+    if config.base_sigma is None:
+        config = config.replace(base_sigma=BASE_WIDENING * sigma)
+    if config.quarter_turns is None:
+        config = config.replace(quarter_turns=quarter_turns_for(sigma))
+    return config
 
 
 def _rows(source: NormalisedVolume) -> int:
