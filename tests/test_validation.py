@@ -244,6 +244,25 @@ def test_the_risk_subtracts_the_expected_noise_power_not_the_probes_own(validati
     assert louder.noise_power == pytest.approx(4 * variance, rel=1e-6)
 
 
+def test_copies_are_recorrupted_with_the_validation_model_and_probed_with_the_fit(validation):
+    """The recorrupted copies (base σ, quarter turns, weight average) take the fit with the
+    search's low-band deficit filled; Stein's probes and noise power stay the fit's own."""
+    source, valid = validation
+    learned = run_events(iter_learn_noise_from([source], NMSGConfig(seed=0)))
+    fitted, filled = learned.spectral_model, learned.validation_model
+    assert filled.voxel_variance() > fitted.voxel_variance()  # only ever raised
+    loud = _loud_noise()
+    split = RecorruptedValidation(
+        source, fitted, None, 1.0, 4, 4, torch.device("cpu"), seed=0, recorrupting=loud
+    )
+    z = split.inputs[:1] - split.noisy  # α 1
+    assert float(z.pow(2).mean()) == pytest.approx(loud.voxel_variance(), rel=0.05)
+    assert float(valid.noise.pow(2).mean()) < 0.1 * loud.voxel_variance()
+    for mine, theirs in zip(split.probes, valid.probes, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    assert split.noise_power == valid.noise_power
+
+
 def test_validation_refuses_a_gan(tomogram):
     config = NMSGConfig(noise_model="gan", gan_steps=2, gan_batch=4, seed=0)
     source = prepare_volume(tomogram.noisy, config)

@@ -22,6 +22,9 @@ class NoiseLearning:
     # the spectral fit, also when noise_model is the GAN: it fits the noise's covariance
     # directly, the one property Stein's estimate needs (validation.py)
     spectral_model: SpectralNoise
+    # the spectral fit with the low band the background search leaves short filled: the
+    # noise of the validation's recorrupted copies (noise_model.fill_selection_deficit)
+    validation_model: SpectralNoise
     normalisation: Normalisation
     patches: NoisePatches
     fidelity: dict[str, dict[str, float]]  # per model kind, against held-out real patches

@@ -158,6 +158,7 @@ def iter_learn_noise_from(
     return NoiseLearning(
         noise_model=model.eval().cpu(),
         spectral_model=baseline.eval().cpu(),
+        validation_model=SpectralNoise(torch.from_numpy(spectral.validation_kernel)).eval(),
         normalisation=sources[0].normalisation,
         patches=patches,
         fidelity=fidelity,

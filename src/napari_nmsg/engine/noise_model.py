@@ -104,6 +104,14 @@ class CappedSpectrum(NamedTuple):
     low_band_excess: float  # the measured over the fit's power at |k| <= AUTO_CAP_BAND, - 1
 
 
+def separable_noise_fit(spectrum: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(tilt axis, fit, fitted bins) of the separable product (``_separable_fit``) along
+    the in-plane axis that fits better."""
+    fits = {axis: _separable_fit(spectrum, axis) for axis in (1, 2)}
+    tilt_axis = min(fits, key=lambda axis: fits[axis][0])
+    return tilt_axis, fits[tilt_axis][1], fits[tilt_axis][2]
+
+
 def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     """The noise spectrum with the signal that background patches let in taken out, the
     tilt axis it was found along and how much low-frequency power the fit finds in excess.
@@ -121,9 +129,7 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     clean background (where it is not applied automatically) it would lower those bands by
     11 % at most (the product is only nearly right there).
     """
-    fits = {axis: _separable_fit(spectrum, axis) for axis in (1, 2)}
-    tilt_axis = min(fits, key=lambda axis: fits[axis][0])
-    _, fit, fitted = fits[tilt_axis]
+    tilt_axis, fit, fitted = separable_noise_fit(spectrum)
     # Signal is where neighbouring bins together exceed the fit by SIGNAL_EXCESS; each of
     # those bins is capped at the fit. A per-bin minimum everywhere would also cut the
     # estimate's own scatter (10 % less power on signal-free patches); dividing each bin by
@@ -140,6 +146,21 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     return CappedSpectrum(capped, tilt_axis, low_band_excess)
 
 
+def fill_selection_deficit(spectrum: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """``spectrum`` with every bin below ``SEPARABLE_FROM`` raised to the separable fit of
+    the ``measured`` patches where it falls short of it.
+
+    The background search keeps the boxes whose low-passed volume varies least, i.e. where
+    the noise happens to be weak at low frequencies: on the nine suite cases with a clean
+    background the true noise at the chosen boxes held 0.59-0.81x its power anywhere at
+    0.04-0.08 cycles/voxel, and the fit follows. The validation's recorrupted copies then
+    lack low-frequency noise and favour too narrow a Gaussian. The separable product, fitted
+    where the patches hold neither signal nor that deficit, predicts the low band instead
+    (0.97-1.20x the true noise there on clean cases)."""
+    _, fit, fitted = separable_noise_fit(measured)
+    return np.where(fitted, spectrum, np.maximum(spectrum, fit))
+
+
 @dataclass(frozen=True)
 class SpectralFit:
     """The spectral model's filter and what the cap took out of the patches' spectrum."""
@@ -147,6 +168,7 @@ class SpectralFit:
     kernel: np.ndarray
     signal_share: float  # of the patches' power, judged signal and capped out
     tilt_axis: int  # canonical axis (1 or 2); 0 when not capped
+    validation_kernel: np.ndarray  # with the search's low-band deficit filled
 
 
 def fit_spectrum(patches: np.ndarray, cap: bool | None) -> SpectralFit:
@@ -160,9 +182,14 @@ def fit_spectrum(patches: np.ndarray, cap: bool | None) -> SpectralFit:
         capped = cap_signal_in_spectrum(measured)
         if cap or capped.low_band_excess > AUTO_CAP_EXCESS:
             spectrum, tilt_axis = capped.spectrum, capped.tilt_axis
-    kernel = np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
     share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
-    return SpectralFit(kernel, share, tilt_axis)
+    validation = fill_selection_deficit(spectrum, measured)
+    return SpectralFit(_kernel(spectrum), share, tilt_axis, _kernel(validation))
+
+
+def _kernel(spectrum: np.ndarray) -> np.ndarray:
+    """The centred real filter whose transfer function is the square root of ``spectrum``."""
+    return np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
 
 
 def spectral_kernel(patches: np.ndarray, cap: bool | None = False) -> np.ndarray:

@@ -157,7 +157,7 @@ def _iter_fit(
     )
     validation = RecorruptedValidation(
         first, noise.spectral_model, judge_amplitude, config.alpha, held_out[0],
-        config.multiple, device, config.seed,
+        config.multiple, device, config.seed, noise.validation_model,
     )  # fmt: skip
     config = _resolve_auto(config, validation)
     pairs = mixed_pairs(
@@ -183,13 +183,14 @@ def _iter_fit(
 
 def _resolve_auto(config: NMSGConfig, validation: RecorruptedValidation) -> NMSGConfig:
     """The base σ (a filter a little wider than the best one) and the quarter turns that
-    "auto" leaves to the Gaussian best for the training input."""
+    "auto" leaves to the Gaussian best for the training input (the turns on the scale their
+    threshold was chosen on: ``best_gaussian_recorrupted_with_fit``)."""
     if config.base_sigma is not None and config.quarter_turns is not None:
         return config
-    sigma = validation.best_gaussian()[0]
     if config.base_sigma is None:
-        config = config.replace(base_sigma=BASE_WIDENING * sigma)
+        config = config.replace(base_sigma=BASE_WIDENING * validation.best_gaussian()[0])
     if config.quarter_turns is None:
+        sigma = validation.best_gaussian_recorrupted_with_fit()
         config = config.replace(quarter_turns=quarter_turns_for(sigma))
     return config
 
