@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from napari_nmsg.engine.noise_learning import fit_checked_spectrum
 from napari_nmsg.engine.noise_model import (
-    autocorrelation_power_spectrum,
     SEPARABLE_FROM,
+    autocorrelation_power_spectrum,
     cap_signal_in_spectrum,
     fill_selection_deficit,
     fit_spectrum,

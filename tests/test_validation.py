@@ -14,6 +14,7 @@ from napari_nmsg.engine.noise_learning import iter_learn_noise_from
 from napari_nmsg.engine.noise_model import SpectralNoise
 from napari_nmsg.engine.pipeline import (
     BASE_WIDENING,
+    _resolve_auto,
     iter_denoise,
     iter_fit_denoiser,
     prepare_volume,
@@ -220,12 +221,28 @@ def test_quarter_turns_follow_the_best_gaussian_unless_set(tomogram):
     detailed = simulate_tomogram((48, 48, 48), snr=0.3, crowding=3.0, voxel_size=14.0, seed=11)
     for volume, turns in ((tomogram.noisy, True), (detailed.noisy, False)):
         model = run_events(iter_fit_denoiser(volume, config))
-        best_sigma = model.config.base_sigma / BASE_WIDENING
-        assert quarter_turns_for(best_sigma) is turns and (best_sigma >= 2.0) is turns
         assert model.config.quarter_turns is turns and model.config.turns is turns
     kept = run_events(iter_fit_denoiser(detailed.noisy, config.replace(quarter_turns=True)))
     assert kept.config.quarter_turns is True
     assert kept.config.base_sigma == model.config.base_sigma  # still chosen by the validation
+
+
+def test_auto_takes_the_base_from_the_filled_copies_and_the_turns_from_the_fit(validation):
+    """The base σ follows the copies recorrupted with the filled low band; the quarter
+    turns follow copies recorrupted with the fit itself, the scale their threshold was
+    chosen on (the filled copies find a wider Gaussian)."""
+    source, valid = validation
+    learned = run_events(iter_learn_noise_from([source], NMSGConfig(seed=0)))
+    filled = RecorruptedValidation(
+        source, learned.spectral_model, None, 1.0, 4, 4, torch.device("cpu"), seed=0,
+        recorrupting=learned.validation_model,
+    )  # fmt: skip
+    fit_sigma = filled.best_gaussian_recorrupted_with_fit()
+    assert fit_sigma == valid.best_gaussian()[0]  # the fit's own copies: as before
+    assert filled.best_gaussian()[0] > fit_sigma
+    resolved = _resolve_auto(NMSGConfig(seed=0), filled)
+    assert resolved.base_sigma == BASE_WIDENING * filled.best_gaussian()[0]
+    assert resolved.quarter_turns is quarter_turns_for(fit_sigma)
 
 
 def test_the_risk_subtracts_the_expected_noise_power_not_the_probes_own(validation):
