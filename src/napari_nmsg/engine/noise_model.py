@@ -104,15 +104,22 @@ class CappedSpectrum(NamedTuple):
     low_band_excess: float  # the measured over the fit's power at |k| <= AUTO_CAP_BAND, - 1
 
 
-def separable_noise_fit(spectrum: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """(tilt axis, fit, fitted bins) of the separable product (``_separable_fit``) along
-    the in-plane axis that fits better."""
+class SeparableFit(NamedTuple):
+    tilt_axis: int  # canonical axis (1 or 2) the product runs along
+    fit: np.ndarray
+    fitted: np.ndarray  # the bins it was fitted on (no signal, no selection deficit)
+
+
+def separable_noise_fit(spectrum: np.ndarray) -> SeparableFit:
+    """The separable product (``_separable_fit``) along the in-plane axis that fits better."""
     fits = {axis: _separable_fit(spectrum, axis) for axis in (1, 2)}
     tilt_axis = min(fits, key=lambda axis: fits[axis][0])
-    return tilt_axis, fits[tilt_axis][1], fits[tilt_axis][2]
+    return SeparableFit(tilt_axis, fits[tilt_axis][1], fits[tilt_axis][2])
 
 
-def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
+def cap_signal_in_spectrum(
+    spectrum: np.ndarray, separable: SeparableFit | None = None
+) -> CappedSpectrum:
     """The noise spectrum with the signal that background patches let in taken out, the
     tilt axis it was found along and how much low-frequency power the fit finds in excess.
 
@@ -127,9 +134,10 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     cycles/voxel over the truth's: thick specimen 1.16-1.50x before, 0.96-1.05x after;
     64-thick one 1.01-1.82x, 1.00-1.19x; zero frame 0.95-1.51x, 0.92-1.10x; on cases with a
     clean background (where it is not applied automatically) it would lower those bands by
-    11 % at most (the product is only nearly right there).
+    11 % at most (the product is only nearly right there). ``separable``: the spectrum's
+    ``separable_noise_fit``, if already made.
     """
-    tilt_axis, fit, fitted = separable_noise_fit(spectrum)
+    tilt_axis, fit, fitted = separable_noise_fit(spectrum) if separable is None else separable
     # Signal is where neighbouring bins together exceed the fit by SIGNAL_EXCESS; each of
     # those bins is capped at the fit. A per-bin minimum everywhere would also cut the
     # estimate's own scatter (10 % less power on signal-free patches); dividing each bin by
@@ -146,9 +154,9 @@ def cap_signal_in_spectrum(spectrum: np.ndarray) -> CappedSpectrum:
     return CappedSpectrum(capped, tilt_axis, low_band_excess)
 
 
-def fill_selection_deficit(spectrum: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """``spectrum`` with every bin below ``SEPARABLE_FROM`` raised to the separable fit of
-    the ``measured`` patches where it falls short of it.
+def fill_selection_deficit(spectrum: np.ndarray, separable: SeparableFit) -> np.ndarray:
+    """``spectrum`` with every bin below ``SEPARABLE_FROM`` raised to the ``separable`` fit
+    of the measured patches where it falls short of it.
 
     The background search keeps the boxes whose low-passed volume varies least, i.e. where
     the noise happens to be weak at low frequencies: on the nine suite cases with a clean
@@ -157,8 +165,7 @@ def fill_selection_deficit(spectrum: np.ndarray, measured: np.ndarray) -> np.nda
     lack low-frequency noise and favour too narrow a Gaussian. The separable product, fitted
     where the patches hold neither signal nor that deficit, predicts the low band instead
     (0.97-1.20x the true noise there on clean cases)."""
-    _, fit, fitted = separable_noise_fit(measured)
-    return np.where(fitted, spectrum, np.maximum(spectrum, fit))
+    return np.where(separable.fitted, spectrum, np.maximum(spectrum, separable.fit))
 
 
 @dataclass(frozen=True)
@@ -177,13 +184,14 @@ def fit_spectrum(patches: np.ndarray, cap: bool | None) -> SpectralFit:
     (None: where at least ``AUTO_CAP_MIN_PATCHES`` patches hold ``AUTO_CAP_EXCESS`` more
     low-frequency power than the separable fit)."""
     measured = autocorrelation_power_spectrum(patches)
+    separable = separable_noise_fit(measured)  # for the cap and the validation's fill
     spectrum, tilt_axis = measured, 0
     if cap or (cap is None and len(patches) >= AUTO_CAP_MIN_PATCHES):
-        capped = cap_signal_in_spectrum(measured)
+        capped = cap_signal_in_spectrum(measured, separable)
         if cap or capped.low_band_excess > AUTO_CAP_EXCESS:
             spectrum, tilt_axis = capped.spectrum, capped.tilt_axis
     share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
-    validation = fill_selection_deficit(spectrum, measured)
+    validation = fill_selection_deficit(spectrum, separable)
     return SpectralFit(_kernel(spectrum), share, tilt_axis, _kernel(validation))
 
 
