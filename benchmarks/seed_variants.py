@@ -80,6 +80,7 @@ def run_one(
         "seconds": seconds,
         "base_sigma": model.config.base_sigma,
         "estimated_gain_db": model.quality.gain_over_gaussian_db,
+        "gaussian_sigma": model.quality.gaussian_sigma,  # the estimate's reference
         "fell_back": model.quality.fell_back,
         "validation_by_step": scores,
         "rollbacks": int(rollbacks[0]),
