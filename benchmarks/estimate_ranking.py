@@ -37,6 +37,8 @@ from _common import (
 )
 from _suite_cases import CASES, case_names, scored, simulate_case
 from _table import Column, render_table
+from presets_summary import parse_source
+from seed_variants import run_key
 
 GAUSSIAN = "validated Gaussian"
 DATA_SEED = 0  # as seed_variants.py: the data are fixed, the training seed varies
@@ -44,25 +46,13 @@ _SAME = 1e-6  # dB: two results that are the same volume (float rounding aside)
 _SHORT_FIT_STEPS = 50  # enough to run the validation; the Gaussian it picks ignores training
 
 
-def parse_run(text: str) -> tuple[str, Path, str]:
-    """``"name=DIR:VARIANT"`` -> (name, seed_variants directory, variant)."""
-    name, _, rest = text.partition("=")
-    folder, _, variant = rest.rpartition(":")
-    if not (name and folder and variant):
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR:VARIANT, got {text!r}")
-    return name, Path(folder), variant
-
-
 def load_runs(runs: list[tuple[str, Path, str]], seed: int) -> dict[str, dict[str, Any]]:
     """{run name: {case: that variant's seed_variants row at ``seed``}}."""
     loaded = {}
     for name, folder, variant in runs:
         cases = json.loads((folder / "seed_variants.json").read_text())["cases"]
-        loaded[name] = {
-            case: rows["runs"][f"seed {seed}, {variant}"]
-            for case, rows in cases.items()
-            if f"seed {seed}, {variant}" in rows["runs"]
-        }
+        key = run_key(seed, variant)
+        loaded[name] = {c: rows["runs"][key] for c, rows in cases.items() if key in rows["runs"]}
     return loaded
 
 
@@ -73,14 +63,14 @@ def validated_gaussian(name: str, preset: str, seed: int) -> dict[str, Any]:
     import dataclasses
 
     from napari_nmsg import denoise
-    from napari_nmsg.engine import NMSGConfig, iter_run, run_events
+    from napari_nmsg.engine import NMSGConfig, iter_fit_denoiser, run_events
     from napari_nmsg.engine.train import unet_for
     from napari_nmsg.metrics import psnr
 
     data = simulate_case(name, DATA_SEED)
     config = NMSGConfig.preset(preset, seed=seed, train_steps=_SHORT_FIT_STEPS)
     t0 = time.perf_counter()
-    model = run_events(iter_run(data["noisy"], config)).model
+    model = run_events(iter_fit_denoiser(data["noisy"], config))
     sigma = model.quality.gaussian_sigma
     config = model.config.replace(base_sigma=sigma, pairing="r2r")
     gaussian = dataclasses.replace(model, config=config, denoiser=unet_for(config, sigma))
@@ -182,7 +172,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=parse_run, action="append", default=[],
+    p.add_argument("--run", type=parse_source, action="append", default=[],
                    help="NAME=DIR:VARIANT, a seed_variants.py run (repeat)")  # fmt: skip
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--seed", type=int, default=0, help="the runs' training seed")
