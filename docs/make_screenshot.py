@@ -6,8 +6,9 @@ an end-to-end check. Needs a display; on a headless machine::
 
     xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python docs/make_screenshot.py
 
-With the defaults (the fast preset as shipped: one U-Net level with an additive skip, 1600
-steps) Learn noise and Denoise took 0.7 s and 79 s on a 2-core AMD EPYC under Xvfb.
+With the defaults (the fast preset as shipped: two U-Net levels with additive skips, 1600
+steps) Learn noise and Denoise took 0.6 s and 69 s on a 2-core Intel Xeon with AMX under
+Xvfb.
 ``benchmarks/widget_speed.py`` times the same Denoise opened from an MRC file against the
 engine alone (1.08-1.14x with the two-level U-Net of then).
 """
