@@ -78,6 +78,41 @@ CASES: dict[str, dict[str, Any]] = {
         "transpose": True,
         "note": "4 Å crowded Poisson, 64 thick, stored (Y=thickness) as IMOD does",
     },
+    # specimen through the whole thickness (a volume trimmed to the specimen): no clean ice
+    "full-slab-7A": {
+        "role": "tune",
+        "sim": {**REALISTIC, "voxel_size": 7.0, "slab_fraction": 1.0, "seed": 21},
+        "note": "7 Å crowded Poisson, specimen through the whole thickness",
+    },
+    "no-vacuum-10A": {
+        "role": "held-out",
+        "sim": {
+            **REALISTIC,
+            "voxel_size": 10.0,
+            "crowding": 2.0,
+            "slab_fraction": 1.0,
+            "seed": 42,
+            "shape": (96, 128, 128),
+        },
+        "note": "10 Å crowded Poisson, 96 × 128 × 128, specimen through the whole thickness",
+    },
+    "no-vacuum-4A": {
+        "role": "held-out",
+        "sim": {**REALISTIC, "slab_fraction": 1.0, "seed": 41},
+        "note": "4 Å crowded Poisson, specimen through the whole thickness",
+    },
+    "slab0.95-gauss": {
+        "role": "held-out",
+        "sim": {
+            "voxel_size": 5.0,
+            "detector": "narrow",
+            "crowding": 3.0,
+            "slab_fraction": 0.95,
+            "seed": 43,
+            "shape": (112, 112, 112),
+        },
+        "note": "5 Å crowded, Gaussian noise, 112³, slab 95 % of the thickness",
+    },
 }
 # a preset with other settings: (preset, overrides); its noise model differs, so the
 # estimate's ranking (which compares risks under one noise model) leaves it out.
@@ -85,6 +120,7 @@ CASES: dict[str, dict[str, Any]] = {
 # the background patches: a spectrum-exact coloured Gaussian (needs the truth)
 PRESET_VARIANTS = {
     "fast-gan": ("fast", {"noise_model": "gan"}),
+    "fast-no-cap": ("fast", {"separable_cap": False}),
     "fast-true-spectrum": ("fast", {}),
     "quality-true-spectrum": ("quality", {}),
 }

@@ -28,15 +28,19 @@ _BODY_MARGIN = 2  # two unpadded 3³ convolutions in the generator's non-linear 
 # 4 % on every suite case (signal let in lifted only lower bands)
 SEPARABLE_FROM = 0.25
 _SEPARABLE_ITERATIONS = 30
-# The automatic cap applies where the patches hold over AUTO_CAP_EXCESS more power at
-# 0 < |k| <= AUTO_CAP_BAND cycles/voxel than the separable fit predicts, i.e. signal. On
-# the 13 suite cases (fast preset's patches, 16³) that excess was -0.21 to -0.61 on the nine
-# with a clean background and +0.19 to +0.51 on the four whose patches hold 1.1-4.3x the true
-# noise's power below 0.04 (thick specimen, 64-thick Y-stored volume, zero frame, gold beads);
-# exactly separable noise gives 0 with a scatter of about 0.1 over 128 patches. Fewer than
+# The automatic cap applies where the patches hold over AUTO_CAP_EXCESS more power than the
+# separable fit predicts in either band of AUTO_CAP_BANDS (cycles/voxel), i.e. signal. On
+# the 13 suite cases (fast preset's patches, 16³) the lower band's excess was -0.21 to -0.61
+# on the nine with a clean background and +0.19 to +0.51 on the four whose patches hold
+# 1.1-4.3x the true noise's power below 0.04 (thick specimen, 64-thick Y-stored volume, zero
+# frame, gold beads); exactly separable noise gives 0 with a scatter of about 0.1 over 128
+# patches. The upper band sees signal that the lower one misses where the flattest boxes'
+# noise is weakest: on two volumes with specimen through their whole thickness (7 and 10 Å,
+# crowded) the lower band held -0.06 / +0.02 and the upper +0.24 / +0.35; the upper band
+# held -0.045 to -0.33 on the 16 cases with a clean background (suite and fresh). Fewer than
 # AUTO_CAP_MIN_PATCHES patches fit the product too poorly: on small simulated volumes (16-27
 # patches) whose patches held 1.3-5.8x the true low-band power the cap left 0.45-0.71x.
-AUTO_CAP_BAND = 1 / 16
+AUTO_CAP_BANDS = ((0.0, 1 / 16), (1 / 16, 1 / 6))
 AUTO_CAP_EXCESS = 0.1
 AUTO_CAP_MIN_PATCHES = 64
 # Bins whose 3³ neighbourhood holds this much more power than the fit are signal. 0 cut
@@ -101,7 +105,12 @@ def _separable_fit(spectrum: np.ndarray, along: int) -> tuple[float, np.ndarray,
 class CappedSpectrum(NamedTuple):
     spectrum: np.ndarray
     tilt_axis: int  # canonical axis (1 or 2) the separable fit runs along
-    low_band_excess: float  # the measured over the fit's power at |k| <= AUTO_CAP_BAND, - 1
+    band_excess: tuple[float, ...]  # the measured over the fit's power per AUTO_CAP_BANDS, - 1
+
+    @property
+    def holds_signal(self) -> bool:
+        """What the automatic rule caps: more power than the fit in any of the bands."""
+        return max(self.band_excess) > AUTO_CAP_EXCESS
 
 
 class SeparableFit(NamedTuple):
@@ -121,7 +130,8 @@ def cap_signal_in_spectrum(
     spectrum: np.ndarray, separable: SeparableFit | None = None
 ) -> CappedSpectrum:
     """The noise spectrum with the signal that background patches let in taken out, the
-    tilt axis it was found along and how much low-frequency power the fit finds in excess.
+    tilt axis it was found along and how much power the fit finds in excess at low
+    frequencies (``AUTO_CAP_BANDS``).
 
     In a single-axis reconstruction every plane across the tilt axis comes from its own
     detector row, so the noise spectrum is separable: a function of the two axes across the
@@ -149,9 +159,11 @@ def cap_signal_in_spectrum(
     capped = np.where(signal, np.minimum(spectrum, fit), spectrum)
     f = np.fft.fftfreq(spectrum.shape[0])
     radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
-    low = (radius > 0) & (radius <= AUTO_CAP_BAND)
-    low_band_excess = float(spectrum[low].sum() / max(fit[low].sum(), 1e-30) - 1)
-    return CappedSpectrum(capped, tilt_axis, low_band_excess)
+    excesses = []
+    for lo, hi in AUTO_CAP_BANDS:
+        band = (radius > lo) & (radius <= hi)
+        excesses.append(float(spectrum[band].sum() / max(fit[band].sum(), 1e-30) - 1))
+    return CappedSpectrum(capped, tilt_axis, tuple(excesses))
 
 
 def fill_selection_deficit(spectrum: np.ndarray, separable: SeparableFit) -> np.ndarray:
@@ -182,13 +194,13 @@ def fit_spectrum(patches: np.ndarray, cap: bool | None) -> SpectralFit:
     """A centred real filter (twice the patch size) whose transfer function is the square
     root of the patches' power spectrum, with the signal they hold capped out if ``cap``
     (None: where at least ``AUTO_CAP_MIN_PATCHES`` patches hold ``AUTO_CAP_EXCESS`` more
-    low-frequency power than the separable fit)."""
+    power than the separable fit in a low band, ``CappedSpectrum.holds_signal``)."""
     measured = autocorrelation_power_spectrum(patches)
     separable = separable_noise_fit(measured)  # for the cap and the validation's fill
     spectrum, tilt_axis = measured, 0
     if cap or (cap is None and len(patches) >= AUTO_CAP_MIN_PATCHES):
         capped = cap_signal_in_spectrum(measured, separable)
-        if cap or capped.low_band_excess > AUTO_CAP_EXCESS:
+        if cap or capped.holds_signal:
             spectrum, tilt_axis = capped.spectrum, capped.tilt_axis
     share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
     validation = fill_selection_deficit(spectrum, separable)
