@@ -113,6 +113,48 @@ CASES: dict[str, dict[str, Any]] = {
         },
         "note": "5 Å crowded, Gaussian noise, 112³, slab 95 % of the thickness",
     },
+    # made for a check of the defaults on data unlike the rest (2026-12-06), in no decision
+    "vox20-bin8": {
+        "role": "held-out",
+        "sim": {
+            **REALISTIC,
+            "voxel_size": 20.0,
+            "defocus_um": 8.0,
+            "seed": 22,
+            "shape": (96, 128, 128),
+        },
+        "note": "20 Å (bin 8), −8 µm, crowded Poisson, 96 × 128 × 128",
+    },
+    "vox3-lowdefocus": {
+        "role": "held-out",
+        "sim": {**REALISTIC, "voxel_size": 3.0, "defocus_um": 2.5, "seed": 23},
+        "note": "3 Å, −2.5 µm, crowded Poisson",
+    },
+    "thin-lamella": {
+        "role": "held-out",
+        "sim": {
+            **REALISTIC,
+            "voxel_size": 10.0,
+            "slab_fraction": 0.75,
+            "seed": 24,
+            "shape": (48, 160, 160),
+        },
+        "note": "10 Å crowded Poisson, 48 × 160 × 160, slab 75 % of the thickness",
+    },
+    "sparse-tilt50": {
+        "role": "held-out",
+        "sim": {
+            "snr": 0.05,
+            "voxel_size": 5.0,
+            "noise": "poisson",
+            "detector": "narrow",
+            "crowding": 0.5,
+            "tilt_range": 50.0,
+            "tilt_step": 2.0,
+            "seed": 25,
+        },
+        "note": "5 Å, few particles, Poisson at SNR 0.05, ±50° in 2° steps",
+    },
 }
 # a preset with other settings: (preset, overrides); its noise model differs, so the
 # estimate's ranking (which compares risks under one noise model) leaves it out.
