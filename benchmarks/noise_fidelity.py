@@ -62,11 +62,10 @@ BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 0.9))  # |k| in cycles per vo
 def band_ratios(patches: np.ndarray, truth: np.ndarray) -> list[float]:
     """Power of ``patches`` over the true noise's, per frequency band: the whole-spectrum
     log error hides a low band that is too strong (signal let into the patches)."""
-    from napari_nmsg.engine.noise_model import mean_power_spectrum
+    from napari_nmsg.engine.noise_model import frequency_radius, mean_power_spectrum
 
     mine, real = mean_power_spectrum(patches), mean_power_spectrum(truth)
-    f = np.fft.fftfreq(patches.shape[1])
-    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    radius = frequency_radius(patches.shape[1])
     ratios = []
     for lo, hi in BANDS:
         band = (radius > lo) & (radius <= hi)  # DC left out: the patches are mean-free

@@ -39,8 +39,9 @@ SHELLS = ((0.0, 0.04), (0.04, 0.08), (0.08, 0.12), (0.12, 0.17), (0.17, 0.25), (
 
 def shell_ratios(spectrum: np.ndarray, truth: np.ndarray) -> list[float]:
     """Power of ``spectrum`` over ``truth``'s in each |k| shell (cycles/voxel)."""
-    f = np.fft.fftfreq(spectrum.shape[0])
-    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    from napari_nmsg.engine.noise_model import frequency_radius
+
+    radius = frequency_radius(spectrum.shape[0])
     shells = [(radius > lo) & (radius <= hi) for lo, hi in SHELLS]
     return [float(spectrum[s].sum() / truth[s].sum()) for s in shells]
 

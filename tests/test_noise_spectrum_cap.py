@@ -13,6 +13,7 @@ from napari_nmsg.engine.noise_model import (
     cap_signal_in_spectrum,
     fill_selection_deficit,
     fit_spectrum,
+    frequency_radius,
     separable_noise_fit,
 )
 
@@ -35,8 +36,7 @@ def _signal(rng: np.random.Generator, std: float) -> np.ndarray:
 
 
 def _band_ratio(estimate: np.ndarray, truth: np.ndarray, lo: float, hi: float) -> float:
-    f = np.fft.fftfreq(estimate.shape[0])
-    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    radius = frequency_radius(estimate.shape[0])
     band = (radius > lo) & (radius <= hi)
     return float(estimate[band].sum() / truth[band].sum())
 
@@ -91,8 +91,7 @@ def test_the_automatic_cap_applies_only_where_the_patches_hold_signal():
 
 def _in_shells(patches: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """The part of each patch at ``lo`` < |k| <= ``hi`` cycles/voxel."""
-    f = np.fft.fftfreq(patches.shape[1])
-    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    radius = frequency_radius(patches.shape[1])
     shell = (radius > lo) & (radius <= hi)
     return np.real(np.fft.ifftn(np.fft.fftn(patches, axes=(1, 2, 3)) * shell, axes=(1, 2, 3)))
 

@@ -48,6 +48,12 @@ AUTO_CAP_MIN_PATCHES = 64
 SIGNAL_EXCESS = 0.1
 
 
+def frequency_radius(size: int) -> np.ndarray:
+    """``|k|`` in cycles/voxel of each bin of a ``size``³ FFT grid (numpy's bin order)."""
+    f = np.fft.fftfreq(size)
+    return np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+
+
 def mean_power_spectrum(patches: np.ndarray) -> np.ndarray:
     """Mean ``|FFT|² / N`` of mean-free patches; its mean equals their mean variance."""
     spectra = np.abs(np.fft.fftn(patches, axes=(1, 2, 3))) ** 2
@@ -157,8 +163,7 @@ def cap_signal_in_spectrum(
     )
     signal = ~fitted & (excess > 1 + SIGNAL_EXCESS)
     capped = np.where(signal, np.minimum(spectrum, fit), spectrum)
-    f = np.fft.fftfreq(spectrum.shape[0])
-    radius = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    radius = frequency_radius(spectrum.shape[0])
     excesses = []
     for lo, hi in AUTO_CAP_BANDS:
         band = (radius > lo) & (radius <= hi)
