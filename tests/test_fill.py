@@ -12,7 +12,7 @@ from napari_nmsg.engine import volume as volume_module
 from napari_nmsg.engine.fill import detect_fill
 from napari_nmsg.engine.noise_amplitude import local_noise_amplitude
 from napari_nmsg.engine.noise_model import SpectralNoise, spectral_kernel
-from napari_nmsg.engine.noise_patches import MIN_PATCHES, extract_noise_patches
+from napari_nmsg.engine.noise_patches import MIN_PATCHES, extract_noise_patches, random_boxes
 from napari_nmsg.engine.pipeline import prepare_volume
 from napari_nmsg.engine.train import MAX_CROP_FILL, noise_model_pairs
 from napari_nmsg.engine.volume import fit_normalisation
@@ -129,6 +129,23 @@ def test_noise_patches_never_overlap_fill(tomogram, monkeypatch, score_voxels, k
         assert not truth[tuple(slice(c, c + found.patch_size) for c in corner)].any()
     assert found.patches.std() == pytest.approx(plain.patches.std(), rel=0.05)
     assert "fill (0.0,), left out" in found.note
+
+
+@pytest.mark.parametrize("kind", ["frame", "rotated"])
+def test_boxes_drawn_anywhere_never_reach_fill(tomogram, kind):
+    if kind == "frame":
+        volume, truth, _ = framed(tomogram.noisy, 0.0)
+    else:
+        volume, truth = rotated(tomogram.noisy, 30, 20)
+    source = prepare_volume(volume, CONFIG)
+    drawn = random_boxes(source, 16, 64, np.random.default_rng(0))
+    assert len(drawn.patches) == 64
+    for corner in drawn.corners:
+        assert not truth[tuple(slice(c, c + 16) for c in corner)].any()
+    np.testing.assert_allclose(drawn.patches.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    again = random_boxes(source, 16, 64, np.random.default_rng(0))  # the seed fixes them
+    np.testing.assert_array_equal(again.patches, drawn.patches)
+    assert len(random_boxes(source, 49, 8, np.random.default_rng(0)).patches) == 0
 
 
 def test_amplitude_map_takes_no_amplitude_from_fill(tomogram):

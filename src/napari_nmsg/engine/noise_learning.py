@@ -15,14 +15,18 @@ from .device import resolve_device
 from .events import EventStream, Progress
 from .model import NoiseLearning
 from .noise_model import (
+    AUTO_CAP_MIN_PATCHES,
+    SeparableFit,
     SpectralFit,
     SpectralNoise,
+    autocorrelation_power_spectrum,
     fit_spectrum,
     held_out_fidelity,
     iter_fit_gan,
     sample_patches,
+    separable_noise_fit,
 )
-from .noise_patches import NoisePatches, extract_noise_patches
+from .noise_patches import NoisePatches, extract_noise_patches, random_boxes
 from .volume import NormalisedVolume
 
 
@@ -45,6 +49,20 @@ def pool_noise_patches(found: Sequence[NoisePatches]) -> NoisePatches:
 
 
 AUTOMATIC = "spectral, automatic background"  # fidelity key of the comparison model
+WHOLE_VOLUME_BOXES = 512  # twice the most patches (max_patches): a fit with less scatter
+
+
+def whole_volume_fit(
+    sources: Sequence[NormalisedVolume], size: int, seed: int
+) -> SeparableFit | None:
+    """The separable fit of ``size``³ boxes drawn anywhere in ``sources``, which
+    ``fit_spectrum`` takes its band from where it caps; None where too few boxes fit."""
+    rng = np.random.default_rng(seed)  # its own stream: the patches' split stays as it was
+    per_volume = max(1, WHOLE_VOLUME_BOXES // len(sources))
+    boxes = np.concatenate([random_boxes(s, size, per_volume, rng).patches for s in sources])
+    if len(boxes) < AUTO_CAP_MIN_PATCHES:
+        return None
+    return separable_noise_fit(autocorrelation_power_spectrum(boxes))
 
 
 def _automatic_fidelity(
@@ -66,7 +84,8 @@ def _automatic_fidelity(
         return None
     size = min(found.patch_size, held_out.shape[1])
     real = centred_crop(held_out, size)
-    fitted, _ = fit_checked_spectrum(found.patches, real, config.separable_cap, config.seed)
+    whole = whole_volume_fit(sources, found.patch_size, config.seed)
+    fitted, _ = fit_checked_spectrum(found.patches, real, config.separable_cap, config.seed, whole)
     model = SpectralNoise(torch.from_numpy(fitted.kernel)).to(generator.device)
     return held_out_fidelity(model, real, generator)
 
@@ -81,12 +100,16 @@ CAP_FIT_TOLERANCE = 1.25
 
 
 def fit_checked_spectrum(
-    train: np.ndarray, held_out: np.ndarray, cap: bool | None, seed: int
+    train: np.ndarray,
+    held_out: np.ndarray,
+    cap: bool | None,
+    seed: int,
+    whole: SeparableFit | None = None,
 ) -> tuple[SpectralFit, str]:
     """``fit_spectrum``, and where ``cap`` is automatic (None) and capped, the uncapped fit
     instead if the capped one matches the held-out patches ``CAP_FIT_TOLERANCE`` times worse
     (spectrum error); the note says so. Both are drawn with the same noise (``seed``)."""
-    fitted = fit_spectrum(train, cap)
+    fitted = fit_spectrum(train, cap, whole)
     if cap is not None or not fitted.tilt_axis or not len(held_out):
         return fitted, ""
     plain = fit_spectrum(train, False)
@@ -139,7 +162,10 @@ def iter_learn_noise_from(
     )
     train, held_out = patches.split(0.25, rng)
     size = patches.patch_size
-    spectral, refused = fit_checked_spectrum(train, held_out, config.separable_cap, config.seed)
+    whole = whole_volume_fit(sources, size, config.seed)
+    spectral, refused = fit_checked_spectrum(
+        train, held_out, config.separable_cap, config.seed, whole
+    )
     baseline = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
     model: SpectralNoise = baseline
     if spectral.tilt_axis or refused:

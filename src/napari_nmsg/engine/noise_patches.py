@@ -195,3 +195,26 @@ def extract_noise_patches(
         share = volume.fill.voxels / np.prod(volume.shape)
         notes.insert(1, f"{share:.0%} of the volume is fill {volume.fill.values}, left out")
     return NoisePatches(patches.astype(np.float32), np.array(corners), size, "; ".join(notes))
+
+
+def random_boxes(
+    source: NormalisedVolume, size: int, count: int, rng: np.random.Generator
+) -> NoisePatches:
+    """Up to ``count`` mean-free ``size``³ boxes at random places in the data, none reaching
+    into fill: the volume's noise and signal together, with no choice of place to bias them."""
+    box = source.data_box
+    boxes, corners = [], []
+    if all(s.stop - s.start >= size for s in box):
+        for _ in range(4 * count):  # where fill is patchy some draws miss
+            corner = [int(rng.integers(s.start, s.stop - size + 1)) for s in box]
+            region = tuple(slice(c, c + size) for c in corner)
+            fill = source.fill_mask(region)
+            if fill is not None and fill.any():
+                continue
+            block = source.read(region).astype(np.float32)
+            boxes.append(block - block.mean())
+            corners.append(corner)
+            if len(boxes) == count:
+                break
+    found = np.stack(boxes) if boxes else np.empty((0, size, size, size), np.float32)
+    return NoisePatches(found, np.array(corners, int).reshape(-1, 3), size, "random boxes")
