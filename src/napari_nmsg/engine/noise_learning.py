@@ -94,7 +94,8 @@ def _automatic_fidelity(
 # axis for signal. Where the noise itself is not separable it takes noise out: on the real
 # HIV-VLP tomogram it took 12 % of the patches' power and the capped model matched held-out
 # patches with a spectrum error of 0.137 against 0.071 uncapped (axial correlation 0.05
-# against their 0.14; benchmarks/results/real-no-cap). On the four simulated suite cases
+# against their 0.14; benchmarks/results/real-no-cap; 0.120 with the band from boxes drawn
+# anywhere, whole_volume_fit). On the four simulated suite cases
 # it applies to, capping moved that error by 1 % or less, as signal barely shows in it.
 CAP_FIT_TOLERANCE = 1.25
 
