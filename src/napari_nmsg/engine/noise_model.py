@@ -11,6 +11,7 @@ fidelity says it is better.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -218,14 +219,15 @@ class SpectralFit:
 
 
 def fit_spectrum(
-    patches: np.ndarray, cap: bool | None, whole: SeparableFit | None = None
+    patches: np.ndarray, cap: bool | None, whole: Callable[[], SeparableFit | None] | None = None
 ) -> SpectralFit:
     """A centred real filter (twice the patch size) whose transfer function is the square
     root of the patches' power spectrum, with the signal they hold capped out if ``cap``
     (None: where at least ``AUTO_CAP_MIN_PATCHES`` patches hold ``AUTO_CAP_EXCESS`` more
     power than the separable fit in a low band, ``CappedSpectrum.holds_signal``). Where it
-    caps, the band above ``WHOLE_VOLUME_FROM`` comes from ``whole`` if given
-    (``with_whole_volume_band``)."""
+    caps, the band above ``WHOLE_VOLUME_FROM`` comes from the fit ``whole`` returns, if
+    given and not None (``with_whole_volume_band``); it is called only there, as drawing
+    its boxes costs reads all over the volume."""
     measured = autocorrelation_power_spectrum(patches)
     separable = separable_noise_fit(measured)  # for the cap and the validation's fill
     spectrum, tilt_axis = measured, 0
@@ -233,8 +235,9 @@ def fit_spectrum(
         capped = cap_signal_in_spectrum(measured, separable)
         if cap or capped.holds_signal:
             spectrum, tilt_axis = capped.spectrum, capped.tilt_axis
-            if whole is not None and whole.fit.shape == measured.shape:
-                spectrum = with_whole_volume_band(spectrum, measured, whole)
+            anywhere = whole() if whole is not None else None
+            if anywhere is not None:
+                spectrum = with_whole_volume_band(spectrum, measured, anywhere)
     share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
     validation = fill_selection_deficit(spectrum, separable)
     return SpectralFit(_kernel(spectrum), share, tilt_axis, _kernel(validation))
