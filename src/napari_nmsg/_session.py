@@ -90,8 +90,9 @@ class Session:
         if self.model is None:
             return "Model: none"
         c = self.model.config
+        nets = f"{c.networks} averaged U-Nets" if c.networks > 1 else "U-Net"
         return (
-            f"Model: {self.model_source} · U-Net depth {c.unet_depth}, width {c.unet_width}, "
+            f"Model: {self.model_source} · {nets} depth {c.unet_depth}, width {c.unet_width}, "
             f"{c.train_steps} steps, {self.model.noise_model.kind} noise, pairs {c.pairing}"
         )
 

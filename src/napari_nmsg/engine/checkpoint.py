@@ -14,12 +14,14 @@ from ..io import MODEL_SUFFIXES, atomic_path, check_output_path
 from .config import NMSGConfig
 from .model import NMSGModel
 from .noise_model import build_noise_model
-from .unet import UNet3D
+from .unet import AveragedUNets, denoiser_from_args
 from .validation import QualityEstimate
 from .volume import Normalisation
 
 FORMAT = "napari-nmsg-model"
-FORMAT_VERSION = 1
+# Version 2 holds several averaged networks; a file of one network stays version 1, which
+# readers from before version 2 read too
+FORMAT_VERSION = 2
 
 
 def save_model(model: NMSGModel, path: str | os.PathLike) -> Path:
@@ -37,7 +39,7 @@ def save_model(model: NMSGModel, path: str | os.PathLike) -> Path:
     }
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if isinstance(model.denoiser, AveragedUNets) else 1,
         "meta": json.dumps(meta),
         "noise_model": {k: v.cpu() for k, v in model.noise_model.state_dict().items()},
         "denoiser": {k: v.cpu() for k, v in model.denoiser.state_dict().items()},
@@ -62,15 +64,16 @@ def load_model(path: str | os.PathLike) -> NMSGModel:
         raise InputError(f"cannot read model {path}: not a napari-nmsg model ({reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"cannot read model {path}: not a napari-nmsg model file")
-    if payload.get("format_version") != FORMAT_VERSION:
+    if payload.get("format_version") not in range(1, FORMAT_VERSION + 1):
         raise InputError(
             f"model {path} has format version {payload.get('format_version')}, this "
-            f"napari-nmsg {__version__} reads version {FORMAT_VERSION}; refit the model"
+            f"napari-nmsg {__version__} reads versions 1 to {FORMAT_VERSION}; refit the model "
+            "or update napari-nmsg"
         )
     meta = json.loads(payload["meta"])
     noise = build_noise_model(meta["noise_kind"], meta["noise_args"])
     noise.load_state_dict(payload["noise_model"])
-    net = UNet3D(**meta["unet_args"])
+    net = denoiser_from_args(meta["unet_args"])
     net.load_state_dict(payload["denoiser"])
     return NMSGModel(
         config=NMSGConfig.from_dict(meta["config"]),

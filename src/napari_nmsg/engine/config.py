@@ -234,6 +234,15 @@ class TrainingSettings:
         maximum=1_000_000,
         step=50,
     )
+    networks: int = option(
+        1,
+        label="Networks",
+        help="networks trained alike from different seeds and averaged: each costs the "
+        "training steps and its inference passes again, and the mean of several is "
+        "better than one trained as long",
+        minimum=1,
+        maximum=8,
+    )
     batch_size: int = option(
         2,
         label="Batch",

@@ -9,7 +9,7 @@ import numpy as np
 from .config import NMSGConfig
 from .noise_model import SpectralNoise
 from .noise_patches import NoisePatches
-from .unet import UNet3D
+from .unet import Denoiser
 from .validation import QualityEstimate
 from .volume import Normalisation
 
@@ -38,7 +38,7 @@ class NMSGModel:
 
     config: NMSGConfig
     noise_model: SpectralNoise
-    denoiser: UNet3D
+    denoiser: Denoiser
     normalisation: Normalisation
     fidelity: dict[str, dict[str, float]] = field(default_factory=dict)
     quality: QualityEstimate | None = None  # the self-supervised estimate, when fitted here

@@ -9,7 +9,7 @@ One volume is the N = 1 case of fitting one model on several (``iter_fit_denoise
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..mapped_pages import release_mapped_pages
 from .config import INFERENCE_FIELDS, RUN_FIELDS, NMSGConfig, inference_settings
 from .device import resolve_device, tile_batch_for
-from .events import EventStream, Progress
+from .events import Event, EventStream, Progress
 from .fill import detect_fill
 from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
@@ -28,8 +28,8 @@ from .noise_model import SpectralNoise
 from .predictor import estimator, make_predictor, validated_estimator
 from .previews import PreviewBudget, PreviewPosition, iter_previews
 from .tiling import iter_predict_tiled
-from .train import iter_train, mixed_pairs, noise_model_pairs, unet_for
-from .unet import UNet3D
+from .train import PairSampler, iter_train, mixed_pairs, noise_model_pairs, unet_for
+from .unet import AveragedUNets, Denoiser, UNet3D
 from .validation import QualityEstimate, RecorruptedValidation, held_out_rows
 from .volume import (
     Normalisation,
@@ -141,7 +141,7 @@ def _iter_fit(
     if preview_position is not None:
         budget = PreviewBudget()
 
-        def on_checkpoint(net: UNet3D):
+        def on_checkpoint(net: Denoiser):
             if not budget.due():
                 return iter(())
             parts = (noise.noise_model, config)
@@ -166,7 +166,7 @@ def _iter_fit(
             for s, a, h in zip(sources, amplitudes, held_out, strict=True)
         ]
     )
-    net = yield from iter_train(
+    net = yield from _iter_train_networks(
         pairs, config, device, on_checkpoint, lambda n: validation.loss(estimator(n, config))
     )
     config, net, quality = _judge(net, noise, config, validation, device)
@@ -179,6 +179,51 @@ def _iter_fit(
         fidelity=noise.fidelity,
         quality=quality,
     )
+
+
+def _iter_train_networks(
+    pairs: PairSampler,
+    config: NMSGConfig,
+    device: torch.device,
+    on_checkpoint: Callable[[Denoiser], Iterable[Event]] | None,
+    validate: Callable[[UNet3D], float],
+) -> EventStream[Denoiser]:
+    """``config.networks`` networks trained one after another from their own seeds (the
+    first from ``config.seed``, so one network is trained as ``iter_train`` trains it),
+    reported as one schedule of ``networks × train_steps`` steps. A preview shows the
+    mean of the networks trained so far and the one in training, as the result would be."""
+    done: list[UNet3D] = []
+    total = config.networks * config.train_steps
+    for index in range(config.networks):
+        seed = config.seed if index == 0 else network_seed(config.seed, index)
+        shown = _with_trained(on_checkpoint, list(done))
+        stream = iter_train(pairs, config.replace(seed=seed), device, shown, validate)
+        while True:
+            try:
+                event = next(stream)
+            except StopIteration as stop:
+                done.append(stop.value)
+                break
+            if isinstance(event, Progress) and event.stage == "train" and config.networks > 1:
+                step = index * config.train_steps + event.step
+                event = Progress("train", step, total, {**event.metrics, "network": index + 1})
+            yield event
+    return done[0] if len(done) == 1 else AveragedUNets(done)
+
+
+def _with_trained(
+    on_checkpoint: Callable[[Denoiser], Iterable[Event]] | None, trained: list[UNet3D]
+) -> Callable[[UNet3D], Iterable[Event]] | None:
+    """``on_checkpoint`` given the mean of the ``trained`` networks and the one in training."""
+    if on_checkpoint is None or not trained:
+        return on_checkpoint
+    return lambda net: on_checkpoint(AveragedUNets([*trained, net]))
+
+
+def network_seed(seed: int, index: int) -> int:
+    """The training seed of the ``index``-th averaged network (from 1 on), apart from every
+    run's own ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % 2**31)
 
 
 def _resolve_auto(config: NMSGConfig, validation: RecorruptedValidation) -> NMSGConfig:
@@ -211,12 +256,12 @@ def _amplitude(
 
 
 def _judge(
-    net: UNet3D,
+    net: Denoiser,
     noise: NoiseLearning,
     config: NMSGConfig,
     validation: RecorruptedValidation,
     device: torch.device,
-) -> tuple[NMSGConfig, UNet3D, QualityEstimate]:
+) -> tuple[NMSGConfig, Denoiser, QualityEstimate]:
     """The trained network against the Gaussian best for the input, judged as inference
     applies it (to y itself, with the model's pairs); the Gaussian replaces a worse one."""
     estimate = validated_estimator(net, noise.noise_model, config, validation.shape, device)
@@ -225,7 +270,7 @@ def _judge(
     fell_back = config.gaussian_fallback and net_risk > gaussian_risk
     if fell_back:  # an untrained network with a Gaussian base is exactly that Gaussian;
         # r2r applies it without a correction (averaged ±z pairs of a linear filter cancel)
-        config = config.replace(base_sigma=gaussian_sigma, pairing="r2r")
+        config = config.replace(base_sigma=gaussian_sigma, pairing="r2r", networks=1)
         net = unet_for(config, config.base_sigma)
         estimate = estimator(net.to(device), config)
     result_risk = gaussian_risk if fell_back else net_risk

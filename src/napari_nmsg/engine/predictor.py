@@ -15,7 +15,7 @@ from .model import NMSGModel
 from .noise_model import SpectralNoise
 from .pairs import average_over_pairs, noisier2noise_estimate
 from .tiling import Predictor
-from .unet import UNet3D
+from .unet import Denoiser
 
 Estimator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -94,7 +94,7 @@ def pair_draws(
 
 
 def validated_estimator(
-    net: UNet3D,
+    net: Denoiser,
     noise: SpectralNoise,
     config: NMSGConfig,
     shape: tuple[int, ...],

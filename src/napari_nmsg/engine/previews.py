@@ -22,7 +22,7 @@ from .model import NMSGModel
 from .noise_model import SpectralNoise
 from .predictor import make_predictor
 from .tiling import Window, iter_predict_tiled
-from .unet import UNet3D
+from .unet import Denoiser
 from .volume import NormalisedVolume
 
 PreviewPosition = Callable[[], int | None]
@@ -81,7 +81,7 @@ def _central(extent: int, most: int) -> slice:
 
 
 def iter_previews(
-    net: UNet3D,
+    net: Denoiser,
     model_parts: tuple[SpectralNoise, NMSGConfig],
     source: NormalisedVolume,
     device: torch.device,
