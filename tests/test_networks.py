@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_nmsg import denoise, fit_denoiser
+from napari_nmsg._session import Session
 from napari_nmsg.engine import (
     Preview,
     Progress,
@@ -70,6 +71,9 @@ def test_averaged_networks_save_as_format_2_and_load_to_the_same_output(
     loaded = load_model(path)
     assert isinstance(loaded.denoiser, AveragedUNets) and len(loaded.denoiser.members) == 3
     assert loaded.config.networks == 3
+    session = Session()
+    session.set_model(loaded, "three.pt")
+    assert "3 averaged U-Nets depth 2, width 8, 6 steps" in session.describe_model()
     np.testing.assert_array_equal(
         denoise(small_tomogram.noisy, loaded), denoise(small_tomogram.noisy, model)
     )

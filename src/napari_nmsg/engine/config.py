@@ -502,27 +502,29 @@ class NMSGConfig(
 # noise model beat the GAN in every side-by-side run (quality budget with 4 pairs: 30.82 vs
 # 30.69 dB, 9.7 vs 13.9 min), so it is the default; the GAN stays selectable (gan_steps
 # below apply when it is chosen). Every preset trains the same network and differs only in
-# steps: a width-8 U-Net of two levels with additive skips on 32³ crops at lr 1.5e-3. A
-# width-8 net trained twice as long matched a width-16 one in the same time, and a 32³-crop
-# step costs half a 40³ one. Additive skips: the same PSNR with a training step 20 %
-# shorter (benchmarks/results/additive-skips). At lr 3e-3 one training seed in three or
-# four landed about a dB low with two levels (7 Å crowded seed 2: 25.47 dB, against 26.53
-# at 1.5e-3); at 1.5e-3 two levels beat one by 0.29-0.34 dB on average over seeds 0/1/2 on
-# both tuning cases with spreads of 0.05-0.06 dB (benchmarks/results/lr-depth2,
-# fast-depth2). Trained 4000 steps, that net beat the former quality preset (width 16,
-# 40³ crops, lr 3e-3, 3000 steps) on both tuning cases in a third of its time: means over
-# seeds 30.22 vs 30.14 dB (4 Å) and 26.60 vs 26.49 (7 Å), spreads 0.03-0.05 against
-# 0.16; 6000 steps added 0.01-0.04 dB for 50 % more time
-# (benchmarks/results/quality-recipe). Fast stops at 1600 steps (0.06-0.10 dB for 27 %
-# less time, toward the 3 minutes on CPUs without AVX-512). Averaged ±z pairs at
-# inference: on the 12 suite cases whose network was kept, 4 pairs beat 2 on every one
-# (+0.01 to +0.12 dB) and 2 beat one pass (+0.03 to +0.27), for about 5 s more on 128³
-# and 2 cores (benchmarks/results/pair-count).
-_ONE_NETWORK = {"lr": 1.5e-3, "additive_skips": True, "inference_pairs": 4}
+# steps, and quality trains two: a width-8 U-Net of two levels with additive skips on 32³
+# crops at lr 1.5e-3. A width-8 net trained twice as long matched a width-16 one in the
+# same time, and a 32³-crop step costs half a 40³ one. Additive skips: the same PSNR with a
+# training step 20 % shorter (benchmarks/results/additive-skips). At lr 3e-3 one training
+# seed in three or four landed about a dB low with two levels (7 Å crowded seed 2: 25.47
+# dB, against 26.53 at 1.5e-3); at 1.5e-3 two levels beat one by 0.29-0.34 dB on average
+# over seeds 0/1/2 on both tuning cases with spreads of 0.05-0.06 dB
+# (benchmarks/results/lr-depth2, fast-depth2). Trained 4000 steps, that net beat the former
+# quality preset (width 16, 40³ crops, lr 3e-3, 3000 steps) on both tuning cases in a third
+# of its time: means over seeds 30.22 vs 30.14 dB (4 Å) and 26.60 vs 26.49 (7 Å), spreads
+# 0.03-0.05 against 0.16; 6000 steps added 0.01-0.04 dB for 50 % more time
+# (benchmarks/results/quality-recipe). Fast stops at 1600 steps (0.06-0.10 dB for 27 % less
+# time, toward the 3 minutes on CPUs without AVX-512). Averaged ±z pairs at inference: on
+# the 12 suite cases whose network was kept, 4 pairs beat 2 on every one (+0.01 to +0.12
+# dB) and 2 beat one pass (+0.03 to +0.27), for about 5 s more on 128³ and 2 cores
+# (benchmarks/results/pair-count). Quality averages two such networks trained from their
+# own seeds: on the Y-thick case (seed 0) 29.21 dB in 413 s, where one network gave 29.08
+# in 196 s and one trained 8000 steps 29.17 in 396 s (benchmarks/results/two-networks).
+_NETWORK = {"lr": 1.5e-3, "additive_skips": True, "inference_pairs": 4}
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {**_ONE_NETWORK, "train_steps": 1600},
-    "balanced": {**_ONE_NETWORK, "train_steps": 2800, "gan_steps": 150},
-    "quality": {**_ONE_NETWORK, "train_steps": 4000, "gan_steps": 300},
+    "fast": {**_NETWORK, "train_steps": 1600},
+    "balanced": {**_NETWORK, "train_steps": 2800, "gan_steps": 150},
+    "quality": {**_NETWORK, "train_steps": 4000, "networks": 2, "gan_steps": 300},
 }
 
 
