@@ -237,9 +237,8 @@ class TrainingSettings:
     networks: int = option(
         1,
         label="Networks",
-        help="networks trained alike from different seeds and averaged: each costs the "
-        "training steps and its inference passes again, and the mean of several is "
-        "better than one trained as long",
+        help="networks trained alike from their own seeds and averaged; each costs its "
+        "training steps and inference passes again",
         minimum=1,
         maximum=8,
     )

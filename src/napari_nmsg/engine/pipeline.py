@@ -195,7 +195,7 @@ def _iter_train_networks(
     done: list[UNet3D] = []
     total = config.networks * config.train_steps
     for index in range(config.networks):
-        seed = config.seed if index == 0 else network_seed(config.seed, index)
+        seed = config.seed if index == 0 else _network_seed(config.seed, index)
         shown = _with_trained(on_checkpoint, list(done))
         stream = iter_train(pairs, config.replace(seed=seed), device, shown, validate)
         while True:
@@ -220,7 +220,7 @@ def _with_trained(
     return lambda net: on_checkpoint(AveragedUNets([*trained, net]))
 
 
-def network_seed(seed: int, index: int) -> int:
+def _network_seed(seed: int, index: int) -> int:
     """The training seed of the ``index``-th averaged network (from 1 on), apart from every
     run's own ``seed``."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % 2**31)

@@ -147,8 +147,8 @@ class AveragedUNets(nn.Module):
     """U-Nets trained alike from different seeds, applied as the mean of their outputs.
 
     Self-supervised training leaves each network with its own error, which a second seed
-    does not repeat: averaging two cancels part of it, where training one twice as long
-    gains little (README Presets)."""
+    does not repeat: averaging two cancels part of it, and gained more than training one
+    twice as long where both were measured (README Presets)."""
 
     def __init__(self, members: Sequence[UNet3D]):
         super().__init__()
