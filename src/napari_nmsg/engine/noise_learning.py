@@ -3,6 +3,7 @@ share one model (``nmsg batch --fit-on N``): patches of every volume are pooled 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -71,10 +72,11 @@ def _automatic_fidelity(
     config: NMSGConfig,
     held_out: np.ndarray,
     generator: torch.Generator,
+    whole: Callable[[int], SeparableFit | None],
 ) -> dict[str, float] | None:
     """How the spectral model of the automatic search's patches fares against the held-out
     patches of the marked background: the side-by-side figure for the user's choice.
-    None when the search finds nothing."""
+    None when the search finds nothing. ``whole``: ``whole_volume_fit`` for a box size."""
     unmarked = [NormalisedVolume(s.raw, s.normalisation, s.fill) for s in sources]
     per_volume = max(1, config.max_patches // len(sources))
     try:
@@ -90,7 +92,7 @@ def _automatic_fidelity(
         real,
         config.separable_cap,
         config.seed,
-        lambda: whole_volume_fit(sources, found.patch_size, config.seed),
+        lambda: whole(found.patch_size),
     )
     model = SpectralNoise(torch.from_numpy(fitted.kernel)).to(generator.device)
     return held_out_fidelity(model, real, generator)
@@ -169,12 +171,11 @@ def iter_learn_noise_from(
     )
     train, held_out = patches.split(0.25, rng)
     size = patches.patch_size
+    # made once per box size: the marked background's fit and the automatic search's both
+    # ask for it where they cap
+    whole = functools.cache(lambda box: whole_volume_fit(sources, box, config.seed))
     spectral, refused = fit_checked_spectrum(
-        train,
-        held_out,
-        config.separable_cap,
-        config.seed,
-        lambda: whole_volume_fit(sources, size, config.seed),
+        train, held_out, config.separable_cap, config.seed, lambda: whole(size)
     )
     baseline = SpectralNoise(torch.from_numpy(spectral.kernel)).to(device)
     model: SpectralNoise = baseline
@@ -183,7 +184,7 @@ def iter_learn_noise_from(
         patches = replace(patches, note=f"{patches.note}; {note}")
     fidelity = {"spectral": held_out_fidelity(baseline, held_out, generator)}
     if any(source.has_background for source in sources):
-        automatic = _automatic_fidelity(sources, config, held_out, generator)
+        automatic = _automatic_fidelity(sources, config, held_out, generator, whole)
         if automatic is not None:
             fidelity[AUTOMATIC] = automatic
     if config.noise_model == "gan":
