@@ -208,6 +208,14 @@ def test_where_it_caps_the_band_comes_from_boxes_drawn_anywhere_at_the_patches_l
     tolerance = 1e-4 * measured.max()
     assert with_band[band].sum() == pytest.approx(level * whole.fit[band].sum(), rel=0.01)
     np.testing.assert_allclose(with_band[~band], capped[~band], atol=tolerance)
+    # louder boxes put back more power than the cap took out: the share is still the cap's
+    louder = separable_noise_fit(autocorrelation_power_spectrum(4.0 * anywhere))
+    louder = louder._replace(fit=np.where(louder.fitted, whole.fit, louder.fit))
+    louder_fit = fit_spectrum(contaminated, cap=None, whole=lambda: louder)
+    assert _power(louder_fit.kernel).sum() > 1.2 * measured.sum()
+    share = louder_fit.signal_share
+    assert share == pytest.approx(1 - capped.sum() / measured.sum(), rel=1e-6)
+    assert 0 < share < 1
     clean = _mean_free(_wbp_like_noise(rng))  # not capped: the band stays the patches'
     asked = []
     np.testing.assert_array_equal(

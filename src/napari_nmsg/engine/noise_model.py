@@ -213,7 +213,7 @@ class SpectralFit:
     """The spectral model's filter and what the cap took out of the patches' spectrum."""
 
     kernel: np.ndarray
-    signal_share: float  # of the patches' power, judged signal and capped out
+    signal_share: float  # of the patches' power, judged signal and capped out (0 to 1)
     tilt_axis: int  # canonical axis (1 or 2); 0 when not capped
     validation_kernel: np.ndarray  # with the search's low-band deficit filled
 
@@ -230,15 +230,16 @@ def fit_spectrum(
     its boxes costs reads all over the volume."""
     measured = autocorrelation_power_spectrum(patches)
     separable = separable_noise_fit(measured)  # for the cap and the validation's fill
-    spectrum, tilt_axis = measured, 0
+    spectrum, tilt_axis, share = measured, 0, 0.0
     if cap or (cap is None and len(patches) >= AUTO_CAP_MIN_PATCHES):
         capped = cap_signal_in_spectrum(measured, separable)
         if cap or capped.holds_signal:
             spectrum, tilt_axis = capped.spectrum, capped.tilt_axis
+            # what the cap took out: the band below may put back more than that
+            share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
             anywhere = whole() if whole is not None else None
             if anywhere is not None:
                 spectrum = with_whole_volume_band(spectrum, measured, anywhere)
-    share = float(1 - spectrum.sum() / max(measured.sum(), 1e-30))
     validation = fill_selection_deficit(spectrum, separable)
     return SpectralFit(_kernel(spectrum), share, tilt_axis, _kernel(validation))
 
