@@ -6,7 +6,8 @@ result too: it is what the refusal returns. So for each suite case this fits the
 validation once (a short fit: the Gaussian does not depend on training), denoises the case
 with that Gaussian exactly as the refusal would, and scores it against the truth. Then
 every pair among it and the given ``seed_variants.py`` runs (same data and training seed)
-is called right when the estimated and the true differences have the same sign. Writes
+is called right when the estimated and the true differences have the same sign. A run name
+given several times takes each case from the first of its reports that holds it. Writes
 ``estimate_ranking.{json,md,png}`` to ``--out``::
 
     python benchmarks/estimate_ranking.py --out benchmarks/results/estimate-ranking \\
@@ -47,12 +48,17 @@ _SHORT_FIT_STEPS = 50  # enough to run the validation; the Gaussian it picks ign
 
 
 def load_runs(runs: list[tuple[str, Path, str]], seed: int) -> dict[str, dict[str, Any]]:
-    """{run name: {case: that variant's seed_variants row at ``seed``}}."""
-    loaded = {}
+    """{run name: {case: that variant's seed_variants row at ``seed``}}; a name given
+    several times takes each case from the first of its reports that holds it (as
+    ``presets_summary.py`` assembles a preset)."""
+    loaded: dict[str, dict[str, Any]] = {}
     for name, folder, variant in runs:
         cases = json.loads((folder / "seed_variants.json").read_text())["cases"]
         key = run_key(seed, variant)
-        loaded[name] = {c: rows["runs"][key] for c, rows in cases.items() if key in rows["runs"]}
+        held = loaded.setdefault(name, {})
+        for case, rows in cases.items():
+            if key in rows["runs"]:
+                held.setdefault(case, rows["runs"][key])
     return loaded
 
 
@@ -108,6 +114,11 @@ def _run_cell(name: str) -> Column:
     return Column(f"{name}: PSNR (est. / true gain)", cell)
 
 
+def _sources(runs: dict[str, list[str]]) -> str:
+    named = (f"*{n}*: " + ", ".join(f"`{s}`" for s in sources) for n, sources in runs.items())
+    return "; ".join(named)
+
+
 def render(report: dict[str, Any]) -> str:
     rows = [{"case": c, **r} for c, r in report["cases"].items()]
     columns = [
@@ -133,11 +144,11 @@ def render(report: dict[str, Any]) -> str:
         "# The no-reference estimate's ranking against the truth\n\n"
         + machine_markdown(report["machine"])
         + f"\n\nCommand: `{report['command']}`\n\n"
-        f"Runs: {', '.join(f'*{n}*: `{d}` ({v})' for n, (d, v) in report['runs'].items())}, "
-        f"training seed {report['seed']}. Gains in dB over the validated Gaussian (the "
-        "Gaussian the pipeline's validation found best for the input, applied as its "
-        "refusal applies it). A pair is right when the estimate orders its two results as "
-        f"their true PSNR does.\n\n**{right} of {len(pairs)} pairs right "
+        f"Runs: {_sources(report['runs'])}, training seed {report['seed']}; a case's row "
+        "comes from the first of a run's reports that holds it. Gains in dB over the "
+        "validated Gaussian (the Gaussian the pipeline's validation found best for the "
+        "input, applied as its refusal applies it). A pair is right when the estimate "
+        f"orders its two results as their true PSNR does.\n\n**{right} of {len(pairs)} pairs right "
         f"({right / max(len(pairs), 1):.1%}).**"
         + (" Wrong: " + "; ".join(wrong) + "." if wrong else "")
         + "\n\n"
@@ -195,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "command": command_line(__file__, argv),
         "seed": args.seed,
-        "runs": {name: (str(folder), variant) for name, folder, variant in args.run},
+        "runs": {},  # each name's reports, in the order a case is looked for in them
         "cases": {},
     }
+    for name, folder, variant in args.run:
+        report["runs"].setdefault(name, []).append(f"{folder}:{variant}")
     for name in cases:
         case = {
             GAUSSIAN: validated_gaussian(name, args.preset, args.seed),
