@@ -109,7 +109,7 @@ def test_noise_models_generate_any_size_and_report_fidelity(small_tomogram, tiny
     noise = learned.noise_model.sample(1, (20, 24, 28), torch.Generator().manual_seed(0))
     assert noise.shape == (1, 1, 20, 24, 28)
     assert learned.real_examples.shape[1:] == learned.generated_examples.shape[1:]
-    # amplitude-calibrated: the GAN's output variance equals the real noise variance
+    # calibrated to the spectral fit's power, which is close to the patches' own variance
     assert abs(noise.var().item() / learned.patches.patches.var() - 1) < 0.2
 
 
