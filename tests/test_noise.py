@@ -114,9 +114,9 @@ def test_noise_models_generate_any_size_and_report_fidelity(small_tomogram, tiny
 
 
 def test_gan_power_is_the_spectral_fits_where_the_cap_took_signal_out_of_the_patches():
-    # crowded slab through 90 % of the thickness: the patches hold signal, 5.7 % of their
-    # power here, which a GAN calibrated to the patches' raw variance added to the
-    # inference pairs' noise (no amplitude map rescales those)
+    # crowded slab through 90 % of the thickness: the patches hold signal (their variance is
+    # 1.06x the fit's here), which a GAN calibrated to the patches' raw variance added to
+    # the inference pairs' noise (no amplitude map rescales those)
     sim = simulate_tomogram((48, 48, 48), snr=0.1, seed=5, slab_fraction=0.9, crowding=3.0)
     config = NMSGConfig(noise_model="gan", gan_steps=2, gan_batch=4, separable_cap=True)
     learned = learn_noise(sim.noisy, config)

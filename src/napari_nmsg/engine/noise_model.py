@@ -475,7 +475,7 @@ def iter_fit_gan(
     opt_c = torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.999))
     real_all = torch.from_numpy(train).to(device)[:, None]
     pick = torch.Generator().manual_seed(config.seed)  # indices are drawn on the CPU
-    variance = float(np.square(spectral, dtype=np.float64).sum())
+    variance = SpectralNoise(torch.from_numpy(spectral)).voxel_variance()
     check_every = max(1, config.gan_steps // 5)
 
     def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, float]]:
