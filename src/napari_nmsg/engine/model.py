@@ -30,6 +30,8 @@ class NoiseLearning:
     fidelity: dict[str, dict[str, float]]  # per model kind, against held-out real patches
     real_examples: np.ndarray  # held-out real patches, normalised units
     generated_examples: np.ndarray  # generated patches of the same size
+    # the patches held signal that the spectrum's separable cap took out
+    capped: bool = False
 
 
 @dataclass

@@ -201,4 +201,5 @@ def iter_learn_noise_from(
         fidelity=fidelity,
         real_examples=held_out,
         generated_examples=generated,
+        capped=bool(spectral.tilt_axis),
     )

@@ -241,10 +241,12 @@ def fit_spectrum(
             if anywhere is not None:
                 spectrum = with_whole_volume_band(spectrum, measured, anywhere)
     validation = fill_selection_deficit(spectrum, separable)
-    return SpectralFit(_kernel(spectrum), share, tilt_axis, _kernel(validation))
+    return SpectralFit(
+        kernel_for_spectrum(spectrum), share, tilt_axis, kernel_for_spectrum(validation)
+    )
 
 
-def _kernel(spectrum: np.ndarray) -> np.ndarray:
+def kernel_for_spectrum(spectrum: np.ndarray) -> np.ndarray:
     """The centred real filter whose transfer function is the square root of ``spectrum``."""
     return np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
 

@@ -25,6 +25,7 @@ from .model import NMSGModel, NoiseLearning
 from .noise_amplitude import local_noise_amplitude
 from .noise_learning import iter_learn_noise_from
 from .noise_model import SpectralNoise
+from .pair_noise import shrunk_pairs_noise
 from .predictor import estimator, make_predictor, validated_estimator
 from .previews import PreviewBudget, PreviewPosition, iter_previews
 from .tiling import iter_predict_tiled
@@ -144,14 +145,20 @@ def _iter_fit(
         def on_checkpoint(net: Denoiser):
             if not budget.due():
                 return iter(())
-            parts = (noise.noise_model, config)
+            parts = (pairs_noise, config)
             return budget.spend(iter_previews(net, parts, first, device, preview_position))
 
-    amplitudes = [_amplitude(source, noise.noise_model, config, device) for source in sources]
+    learned = [_amplitude(source, noise.noise_model, config, device) for source in sources]
+    pairs_noise = _pairs_noise(noise, sources, learned, config)
+    amplitudes = (
+        learned
+        if pairs_noise is noise.noise_model
+        else [_amplitude(source, pairs_noise, config, device) for source in sources]
+    )
     held_out = [held_out_rows(_rows(s), config.multiple) for s in sources]
     # validated with the spectral model whichever model trains (see NoiseLearning)
     judge_amplitude = (
-        amplitudes[0]
+        learned[0]
         if noise.spectral_model is noise.noise_model
         else _amplitude(first, noise.spectral_model, config, device)
     )
@@ -162,18 +169,18 @@ def _iter_fit(
     config = _resolve_auto(config, validation)
     pairs = mixed_pairs(
         [
-            noise_model_pairs(s, noise.noise_model, config, device, config.multiple, a, h)
+            noise_model_pairs(s, pairs_noise, config, device, config.multiple, a, h)
             for s, a, h in zip(sources, amplitudes, held_out, strict=True)
         ]
     )
     net = yield from _iter_train_networks(
         pairs, config, device, on_checkpoint, lambda n: validation.loss(estimator(n, config))
     )
-    config, net, quality = _judge(net, noise, config, validation, device)
+    config, net, quality = _judge(net, pairs_noise, config, validation, device)
     yield Progress("validate", 1, 1, {k: float(v) for k, v in quality.to_dict().items()})
     return NMSGModel(
         config=config,
-        noise_model=noise.noise_model.cpu(),
+        noise_model=pairs_noise.cpu(),
         denoiser=net.cpu(),
         normalisation=first.normalisation,
         fidelity=noise.fidelity,
@@ -246,6 +253,25 @@ def _rows(source: NormalisedVolume) -> int:
     return rows.stop - rows.start
 
 
+def _pairs_noise(
+    noise: NoiseLearning,
+    sources: Sequence[NormalisedVolume],
+    amplitudes: Sequence[np.ndarray | None],
+    config: NMSGConfig,
+) -> SpectralNoise:
+    """The noise the training and inference pairs add: the learned model, or where
+    ``pair_noise_shrinkage`` asks for it and the patches held signal, the spectral model
+    shrunk where the volume holds signal (``pair_noise``)."""
+    model = noise.noise_model
+    if not (config.pair_noise_shrinkage and noise.capped and config.pairing == "r2r"):
+        return model
+    if model.kind != "spectral":  # the GAN's non-linear branch has no spectrum to shrink
+        return model
+    levels = [float(np.mean(np.square(a))) for a in amplitudes if a is not None]
+    level = float(np.mean(levels)) if levels else 1.0
+    return shrunk_pairs_noise(model, sources, level, config.alpha, config.seed)
+
+
 def _amplitude(
     source: NormalisedVolume, model: SpectralNoise, config: NMSGConfig, device: torch.device
 ) -> np.ndarray | None:
@@ -257,14 +283,14 @@ def _amplitude(
 
 def _judge(
     net: Denoiser,
-    noise: NoiseLearning,
+    pairs_noise: SpectralNoise,
     config: NMSGConfig,
     validation: RecorruptedValidation,
     device: torch.device,
 ) -> tuple[NMSGConfig, Denoiser, QualityEstimate]:
     """The trained network against the Gaussian best for the input, judged as inference
-    applies it (to y itself, with the model's pairs); the Gaussian replaces a worse one."""
-    estimate = validated_estimator(net, noise.noise_model, config, validation.shape, device)
+    applies it (to y itself, with the pairs' noise); the Gaussian replaces a worse one."""
+    estimate = validated_estimator(net, pairs_noise, config, validation.shape, device)
     net_risk = validation.risk(estimate)
     gaussian_sigma, gaussian_risk = validation.best_gaussian_for_input()
     fell_back = config.gaussian_fallback and net_risk > gaussian_risk
