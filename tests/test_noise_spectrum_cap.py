@@ -230,7 +230,7 @@ def test_learning_takes_the_capped_band_closer_to_the_true_noise_on_a_volume_wit
     their own separable fit the band came out 0.66-0.78x the true noise's at 0.04-0.25
     cycles/voxel here; from boxes drawn anywhere, 0.80-0.95x (0.98x above it for both)."""
     from napari_nmsg.engine import NMSGConfig, iter_learn_noise, run_events
-    from napari_nmsg.engine.noise_learning import whole_volume_fit
+    from napari_nmsg.engine.noise_learning import whole_volume_boxes, whole_volume_fit
     from napari_nmsg.engine.noise_patches import extract_noise_patches
     from napari_nmsg.engine.pipeline import prepare_volume
     from napari_nmsg.engine.volume import canonical_view
@@ -242,7 +242,7 @@ def test_learning_takes_the_capped_band_closer_to_the_true_noise_on_a_volume_wit
     config = NMSGConfig.preset("fast", separable_cap=True)
     source = prepare_volume(sim.noisy, config)
     patches = extract_noise_patches(source, SIZE, config.max_patches).patches
-    whole = whole_volume_fit([source], SIZE, config.seed)
+    whole = whole_volume_fit(whole_volume_boxes([source], SIZE, config.seed))
     learned = run_events(iter_learn_noise(sim.noisy, config)).noise_model.kernel.detach().numpy()
     norm = source.normalisation
     noise = canonical_view((sim.noisy - sim.target) / norm.scale, norm.wedge_axis)

@@ -7,6 +7,7 @@ import torch
 
 from napari_nmsg import fit_denoiser
 from napari_nmsg.engine import NMSGConfig, pair_noise
+from napari_nmsg.engine.noise_learning import whole_volume_boxes
 from napari_nmsg.engine.noise_model import frequency_radius, kernel_for_spectrum
 from napari_nmsg.engine.pair_noise import (
     SHRINK_BELOW,
@@ -53,8 +54,8 @@ def test_a_rare_strong_object_stays_out_of_the_volume_spectrum(monkeypatch):
     bead[20:28, 20:28, 20:28] += 6.0  # a gold bead: strong, and in few boxes
 
     def low_band(volume: np.ndarray) -> float:
-        spectrum = volume_spectrum([prepare_volume(volume, NMSGConfig())], 8, seed=0)
-        return _band_mean(spectrum, 0.0, SHRINK_BELOW)
+        boxes = whole_volume_boxes([prepare_volume(volume, NMSGConfig())], 8, seed=0)
+        return _band_mean(volume_spectrum(boxes), 0.0, SHRINK_BELOW)
 
     assert low_band(bead) / low_band(noise) == pytest.approx(1.0, abs=0.1)
     monkeypatch.setattr(pair_noise, "OUTLIER_VARIANCE", np.inf)

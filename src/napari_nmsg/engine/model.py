@@ -30,8 +30,9 @@ class NoiseLearning:
     fidelity: dict[str, dict[str, float]]  # per model kind, against held-out real patches
     real_examples: np.ndarray  # held-out real patches, normalised units
     generated_examples: np.ndarray  # generated patches of the same size
-    # the patches held signal that the spectrum's separable cap took out
-    capped: bool = False
+    # where the spectrum's separable cap took signal out of the patches: the power spectrum
+    # of the volume's boxes (pair_noise.volume_spectrum), which the pairs' noise shrinks by
+    volume_power: np.ndarray | None = None
 
 
 @dataclass

@@ -28,6 +28,7 @@ from .noise_model import (
     separable_noise_fit,
 )
 from .noise_patches import NoisePatches, extract_noise_patches, random_boxes
+from .pair_noise import volume_spectrum
 from .volume import NormalisedVolume
 
 
@@ -53,15 +54,17 @@ AUTOMATIC = "spectral, automatic background"  # fidelity key of the comparison m
 WHOLE_VOLUME_BOXES = 512  # twice the most patches (max_patches): a fit with less scatter
 
 
-def whole_volume_fit(
-    sources: Sequence[NormalisedVolume], size: int, seed: int
-) -> SeparableFit | None:
-    """The separable fit of ``size``³ boxes drawn anywhere in ``sources``, which
-    ``fit_spectrum`` takes its band from where it caps; None where too few boxes fit. About
-    0.4 s on 128³ (2-core AMD EPYC), so it is made only where the cap asks for it."""
+def whole_volume_boxes(sources: Sequence[NormalisedVolume], size: int, seed: int) -> np.ndarray:
+    """``WHOLE_VOLUME_BOXES`` mean-free ``size``³ boxes drawn anywhere in ``sources``."""
     rng = np.random.default_rng(seed)  # its own stream: the patches' split stays as it was
     per_volume = max(1, WHOLE_VOLUME_BOXES // len(sources))
-    boxes = np.concatenate([random_boxes(s, size, per_volume, rng).patches for s in sources])
+    return np.concatenate([random_boxes(s, size, per_volume, rng).patches for s in sources])
+
+
+def whole_volume_fit(boxes: np.ndarray) -> SeparableFit | None:
+    """The separable fit of boxes drawn anywhere (``whole_volume_boxes``), which
+    ``fit_spectrum`` takes its band from where it caps; None where too few boxes fit. About
+    0.4 s on 128³ (2-core AMD EPYC), so it is made only where the cap asks for it."""
     if len(boxes) < AUTO_CAP_MIN_PATCHES:
         return None
     return separable_noise_fit(autocorrelation_power_spectrum(boxes))
@@ -173,7 +176,8 @@ def iter_learn_noise_from(
     size = patches.patch_size
     # made once per box size: the marked background's fit and the automatic search's both
     # ask for it where they cap
-    whole = functools.cache(lambda box: whole_volume_fit(sources, box, config.seed))
+    boxes = functools.cache(lambda box: whole_volume_boxes(sources, box, config.seed))
+    whole = functools.cache(lambda box: whole_volume_fit(boxes(box)))
     spectral, refused = fit_checked_spectrum(
         train, held_out, config.separable_cap, config.seed, lambda: whole(size)
     )
@@ -201,5 +205,5 @@ def iter_learn_noise_from(
         fidelity=fidelity,
         real_examples=held_out,
         generated_examples=generated,
-        capped=bool(spectral.tilt_axis),
+        volume_power=volume_spectrum(boxes(size)) if spectral.tilt_axis else None,
     )

@@ -12,8 +12,6 @@ search's low-band deficit already lowers the learned spectrum about that much
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from scipy import ndimage
@@ -24,14 +22,11 @@ from .noise_model import (
     frequency_radius,
     kernel_for_spectrum,
 )
-from .noise_patches import random_boxes
-from .volume import NormalisedVolume
 
 # cycles/voxel: above it the pairs keep the model's noise. Gold beads put signal into
 # 0.12-0.25 (the volume's power 1.70x the noise there, 1.03-1.07x on five other cases), and
 # shrinking that band cost 0.37 dB there (fast preset, seed 0)
 SHRINK_BELOW = 0.12
-VOLUME_BOXES = 512
 # Boxes whose variance exceeds their median's this many times hold a rare strong object
 # (gold beads) and are left out of the volume's spectrum: they would make
 # every bin look signal-rich where most of the volume is not. Over 512 boxes the largest
@@ -45,13 +40,10 @@ def kernel_spectrum(kernel: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.fftn(np.fft.ifftshift(kernel))) ** 2
 
 
-def volume_spectrum(sources: Sequence[NormalisedVolume], size: int, seed: int) -> np.ndarray | None:
-    """The power spectrum of ``size``³ boxes drawn anywhere in ``sources`` (signal and noise,
-    but no outliers: ``OUTLIER_VARIANCE``), on the ``2 · size`` grid of the spectral
-    model's kernel; None where no box fits."""
-    rng = np.random.default_rng(seed)
-    per_volume = max(1, VOLUME_BOXES // len(sources))
-    boxes = np.concatenate([random_boxes(s, size, per_volume, rng).patches for s in sources])
+def volume_spectrum(boxes: np.ndarray) -> np.ndarray | None:
+    """The power spectrum of ``boxes`` drawn anywhere in the volume (signal and noise, but
+    no outliers: ``OUTLIER_VARIANCE``), on the grid of twice their size, the spectral
+    model's kernel's; None where no box fits."""
     if not len(boxes):
         return None
     variance = boxes.var(axis=(1, 2, 3))
@@ -69,19 +61,11 @@ def r2r_shrinkage(volume_power: np.ndarray, noise_power: np.ndarray, alpha: floa
 
 
 def shrunk_pairs_noise(
-    model: SpectralNoise,
-    sources: Sequence[NormalisedVolume],
-    mean_square_amplitude: float,
-    alpha: float,
-    seed: int,
+    model: SpectralNoise, volume_power: np.ndarray, mean_square_amplitude: float, alpha: float
 ) -> SpectralNoise:
-    """The spectral ``model`` with its spectrum times ``r2r_shrinkage``; its noise as the
-    pairs add it is the model's times the local amplitude, whose mean square over the
-    volume is ``mean_square_amplitude``. ``model`` itself where no box fits the volume."""
-    kernel = model.kernel.detach().cpu().numpy()
-    volume = volume_spectrum(sources, kernel.shape[0] // 2, seed)
-    if volume is None:
-        return model
-    model_power = kernel_spectrum(kernel)
-    shrink = r2r_shrinkage(volume, model_power * mean_square_amplitude, alpha)
+    """The spectral ``model`` with its spectrum times ``r2r_shrinkage`` against the volume's
+    ``volume_power``; its noise as the pairs add it is the model's times the local
+    amplitude, whose mean square over the volume is ``mean_square_amplitude``."""
+    model_power = kernel_spectrum(model.kernel.detach().cpu().numpy())
+    shrink = r2r_shrinkage(volume_power, model_power * mean_square_amplitude, alpha)
     return SpectralNoise(torch.from_numpy(kernel_for_spectrum(model_power * shrink))).eval()

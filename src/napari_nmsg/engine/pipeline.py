@@ -149,7 +149,7 @@ def _iter_fit(
             return budget.spend(iter_previews(net, parts, first, device, preview_position))
 
     learned = [_amplitude(source, noise.noise_model, config, device) for source in sources]
-    pairs_noise = _pairs_noise(noise, sources, learned, config)
+    pairs_noise = _pairs_noise(noise, learned, config)
     amplitudes = (
         learned
         if pairs_noise is noise.noise_model
@@ -254,22 +254,19 @@ def _rows(source: NormalisedVolume) -> int:
 
 
 def _pairs_noise(
-    noise: NoiseLearning,
-    sources: Sequence[NormalisedVolume],
-    amplitudes: Sequence[np.ndarray | None],
-    config: NMSGConfig,
+    noise: NoiseLearning, amplitudes: Sequence[np.ndarray | None], config: NMSGConfig
 ) -> SpectralNoise:
     """The noise the training and inference pairs add: the learned model, or where
     ``pair_noise_shrinkage`` asks for it and the patches held signal, the spectral model
     shrunk where the volume holds signal (``pair_noise``)."""
     model = noise.noise_model
-    if not (config.pair_noise_shrinkage and noise.capped and config.pairing == "r2r"):
+    if not (config.pair_noise_shrinkage and noise.volume_power is not None):
         return model
-    if model.kind != "spectral":  # the GAN's non-linear branch has no spectrum to shrink
+    if config.pairing != "r2r" or model.kind != "spectral":  # the GAN has no spectrum to shrink
         return model
     levels = [float(np.mean(np.square(a))) for a in amplitudes if a is not None]
     level = float(np.mean(levels)) if levels else 1.0
-    return shrunk_pairs_noise(model, sources, level, config.alpha, config.seed)
+    return shrunk_pairs_noise(model, noise.volume_power, level, config.alpha)
 
 
 def _amplitude(
