@@ -1,12 +1,14 @@
 """How far a preset's PSNR, and its difference to another method, moves between runs
 that differ only in their seed (training, and data where the case fixes none) or machine,
-read from saved ``suite.py`` reports: the noise floor under any one-run comparison.
+read from saved reports: the noise floor under any one-run comparison.
 
     python benchmarks/seed_spread.py RUN.json [RUN.json ...] --case tilt70-dosesym \\
         --out benchmarks/results/seed-spread
 
-Each report is one run (one machine, one seed: ``suite.py`` refuses to mix either); the
-table has a row per run and, per method, the spread (max − min) over the runs, and the
+A ``suite.py`` report is one run (one machine, one seed: it refuses to mix either); a
+``seed_variants.py`` report holds one run per training seed, its variants as methods.
+Reports of the same machine and seed join into one row, so a preset and a peer compare
+within a run. The table has, per method, the spread (max − min) over the runs, and the
 difference of each method against the first method given.
 """
 
@@ -24,19 +26,29 @@ from _table import Column, render_table
 
 
 def load_runs(paths: list[Path], case: str, methods: list[str]) -> list[dict[str, Any]]:
-    """One row per report: its machine, seed, report path and each method's PSNR."""
-    runs = []
+    """One row per machine and seed: each method's PSNR."""
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
     for path in paths:
         report = json.loads(path.read_text())
-        rows = report["cases"][case]["methods"]
         machine = report["machine"]
-        runs.append({
-            "report": str(path),
-            "cpu": f"{machine['cpu_model']} ({machine.get('cpu_capability', '?')})",
-            "seed": report.get("seed", 0),
-            "psnr": {m: rows[m]["psnr"] for m in methods if m in rows},
-        })  # fmt: skip
-    return runs
+        cpu = f"{machine['cpu_model']} ({machine.get('cpu_capability', '?')})"
+        for seed, psnr in _seeded_psnr(report, case).items():
+            wanted = {m: v for m, v in psnr.items() if m in methods}
+            if wanted:
+                run = runs.setdefault((cpu, seed), {"cpu": cpu, "seed": seed, "psnr": {}})
+                run["psnr"].update(wanted)
+    return sorted(runs.values(), key=lambda r: (r["cpu"], r["seed"]))
+
+
+def _seeded_psnr(report: dict[str, Any], case: str) -> dict[int, dict[str, float]]:
+    """{seed: {method: PSNR}} of one case, from a suite.py or a seed_variants.py report."""
+    if "variants" not in report:
+        rows = report["cases"][case]["methods"]
+        return {report.get("seed", 0): {m: row["psnr"] for m, row in rows.items()}}
+    seeded: dict[int, dict[str, float]] = {}
+    for row in report["cases"][case]["runs"].values():
+        seeded.setdefault(row["seed"], {})[row["variant"]] = row["psnr"]
+    return seeded
 
 
 def render(report: dict[str, Any]) -> str:
@@ -64,12 +76,12 @@ def render(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`\n\n"
         "PSNR (dB) of one case, one row per run; where the case fixes no data seed, the seed "
         "draws its data too, so the methods' own PSNR moves with the data and their difference "
-        "is what compares. Each run's own report (machine, command) is listed below.\n\n"
+        "is what compares. The reports (machine, command) are listed below.\n\n"
         + render_table(runs, columns)
         + f"\n\nSpread (max − min over the runs): {spreads}."
         + (f" Mean difference: {'; '.join(differences)}." if differences else "")
         + "\n\nReports:\n"
-        + "\n".join(f"- `{r['report']}`" for r in runs)
+        + "\n".join(f"- `{path}`" for path in report["reports"])
         + "\n"
     )
 
@@ -101,7 +113,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("reports", nargs="+", type=Path, help="suite.json of each run")
+    p.add_argument("reports", nargs="+", type=Path, help="suite.json or seed_variants.json reports")
     p.add_argument("--case", required=True)
     p.add_argument("--methods", default="fast,fast-gan", help="the first is the reference")
     p.add_argument("--out", type=Path, required=True)
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "case": args.case,
         "methods": methods,
         "runs": runs,
+        "reports": [str(path) for path in args.reports],
         "spread": spread,
         "mean": mean,
         "command": command_line(__file__, argv),
