@@ -12,6 +12,7 @@ from napari_nmsg.engine.noise_learning import CAP_FIT_TOLERANCE, fit_checked_spe
 from napari_nmsg.engine.noise_model import (
     SEPARABLE_FROM,
     WHOLE_VOLUME_FROM,
+    SpectralFit,
     SpectralNoise,
     autocorrelation_power_spectrum,
     cap_signal_in_spectrum,
@@ -157,7 +158,7 @@ def test_the_cap_is_judged_alone_not_with_the_band_from_boxes_drawn_anywhere():
     with_band = fit_spectrum(train, cap=None, whole=lambda: band)
     np.testing.assert_array_equal(fitted.kernel, with_band.kernel)
 
-    def error(fit: object) -> float:
+    def error(fit: SpectralFit) -> float:
         model = SpectralNoise(torch.from_numpy(fit.kernel))
         return held_out_fidelity(model, held_out, torch.Generator().manual_seed(0))["log_psd_error"]
 
