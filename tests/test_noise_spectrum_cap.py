@@ -20,6 +20,7 @@ from napari_nmsg.engine.noise_model import (
     fit_spectrum,
     frequency_radius,
     held_out_fidelity,
+    kernel_spectrum,
     separable_noise_fit,
 )
 
@@ -212,12 +213,8 @@ def test_the_validation_spectrum_gets_back_the_low_band_the_flattest_boxes_lack(
     fit = fit_spectrum(flattest, cap=False)  # training noise keeps the patches' spectrum,
     # the validation's gets the filled one
     for kernel, spectrum in ((fit.kernel, learned), (fit.validation_kernel, filled)):
-        power = np.abs(np.fft.fftn(np.fft.ifftshift(kernel))) ** 2
+        power = kernel_spectrum(kernel)
         np.testing.assert_allclose(power, spectrum, atol=1e-4 * spectrum.max())
-
-
-def _power(kernel: np.ndarray) -> np.ndarray:
-    return np.abs(np.fft.fftn(np.fft.ifftshift(kernel))) ** 2
 
 
 def test_where_it_caps_the_band_comes_from_boxes_drawn_anywhere_at_the_patches_level():
@@ -227,7 +224,7 @@ def test_where_it_caps_the_band_comes_from_boxes_drawn_anywhere_at_the_patches_l
     whole = separable_noise_fit(autocorrelation_power_spectrum(anywhere))
     measured = autocorrelation_power_spectrum(contaminated)
     capped = cap_signal_in_spectrum(measured).spectrum
-    with_band = _power(fit_spectrum(contaminated, cap=None, whole=lambda: whole).kernel)
+    with_band = kernel_spectrum(fit_spectrum(contaminated, cap=None, whole=lambda: whole).kernel)
     radius = frequency_radius(measured.shape[0])
     band = (radius > WHOLE_VOLUME_FROM) & (radius <= SEPARABLE_FROM) & ~whole.fitted
     level = measured[whole.fitted].sum() / whole.fit[whole.fitted].sum()
@@ -239,7 +236,7 @@ def test_where_it_caps_the_band_comes_from_boxes_drawn_anywhere_at_the_patches_l
     louder = separable_noise_fit(autocorrelation_power_spectrum(4.0 * anywhere))
     louder = louder._replace(fit=np.where(louder.fitted, whole.fit, louder.fit))
     louder_fit = fit_spectrum(contaminated, cap=None, whole=lambda: louder)
-    assert _power(louder_fit.kernel).sum() > 1.2 * measured.sum()
+    assert kernel_spectrum(louder_fit.kernel).sum() > 1.2 * measured.sum()
     share = louder_fit.signal_share
     assert share == pytest.approx(1 - capped.sum() / measured.sum(), rel=1e-6)
     assert 0 < share < 1
@@ -281,7 +278,7 @@ def test_learning_takes_the_capped_band_closer_to_the_true_noise_on_a_volume_wit
     )
 
     def shape_error(kernel: np.ndarray) -> float:
-        power = _power(kernel)
+        power = kernel_spectrum(kernel)
         level = _band_ratio(power, truth, SEPARABLE_FROM, 0.5)
         return abs(np.log(_band_ratio(power, truth, WHOLE_VOLUME_FROM, 0.12) / level))
 

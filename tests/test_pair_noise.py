@@ -8,10 +8,9 @@ import torch
 from napari_nmsg import fit_denoiser
 from napari_nmsg.engine import NMSGConfig, pair_noise
 from napari_nmsg.engine.noise_learning import whole_volume_boxes
-from napari_nmsg.engine.noise_model import frequency_radius, kernel_for_spectrum
+from napari_nmsg.engine.noise_model import frequency_radius, kernel_for_spectrum, kernel_spectrum
 from napari_nmsg.engine.pair_noise import (
     SHRINK_BELOW,
-    kernel_spectrum,
     r2r_shrinkage,
     volume_spectrum,
 )

@@ -251,6 +251,12 @@ def kernel_for_spectrum(spectrum: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.real(np.fft.ifftn(np.sqrt(spectrum)))).astype(np.float32)
 
 
+def kernel_spectrum(kernel: np.ndarray) -> np.ndarray:
+    """The power spectrum of noise drawn with the centred ``kernel`` (the inverse of
+    ``kernel_for_spectrum``)."""
+    return np.abs(np.fft.fftn(np.fft.ifftshift(kernel))) ** 2
+
+
 def spectral_kernel(patches: np.ndarray, cap: bool | None = False) -> np.ndarray:
     """``fit_spectrum``'s filter alone."""
     return fit_spectrum(patches, cap).kernel

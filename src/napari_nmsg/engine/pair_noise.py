@@ -21,6 +21,7 @@ from .noise_model import (
     autocorrelation_power_spectrum,
     frequency_radius,
     kernel_for_spectrum,
+    kernel_spectrum,
 )
 
 # cycles/voxel: above it the pairs keep the model's noise. Gold beads put signal into
@@ -32,12 +33,6 @@ SHRINK_BELOW = 0.12
 # every bin look signal-rich where most of the volume is not. Over 512 boxes the largest
 # ratio was 1.09-1.23 on eight suite cases; gold beads put 6 % of the boxes above 1.5.
 OUTLIER_VARIANCE = 1.5
-
-
-def kernel_spectrum(kernel: np.ndarray) -> np.ndarray:
-    """The power spectrum of noise drawn with the centred ``kernel`` (the inverse of
-    ``kernel_for_spectrum``)."""
-    return np.abs(np.fft.fftn(np.fft.ifftshift(kernel))) ** 2
 
 
 def volume_spectrum(boxes: np.ndarray) -> np.ndarray | None:
